@@ -1,0 +1,177 @@
+/**
+ * One sandbox of the local driver: a bubblewrap namespace holder, its
+ * overlay root filesystem and its cgroup. Commands join it through the
+ * agentbox-enter helper, which places them in a child cgroup and all of the
+ * holder's namespaces before they run.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { closeSync, openSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { SandboxLimits } from "@agentbox/protocol";
+import type { CgroupDriver, CgroupGroup, SandboxCgroup } from "./cgroups.js";
+import { SANDBOX_GID, SANDBOX_HOME, SANDBOX_UID, SANDBOX_USER, type HostImage } from "./host-image.js";
+import { mountRootfs, rootfsPaths, unmountRootfs, type RootfsPaths } from "./overlay-rootfs.js";
+import { ENTER_HELPER } from "./system-tools.js";
+
+export interface LocalSandboxOptions {
+  id: string;
+  /** Directory for this sandbox's layers. */
+  dir: string;
+  image: HostImage;
+  limits: SandboxLimits;
+  workdir: string;
+  /** Unprivileged host uid (and gid) that the sandbox user maps to. */
+  hostUid: number;
+  /** cgroup path (relative to each hierarchy's root). */
+  cgroupPath: string;
+  cgroups: CgroupDriver;
+  bwrap: string;
+}
+
+/** Base environment of every command; the template's and the call's env are layered on top. */
+export const BASE_ENV: Readonly<Record<string, string>> = {
+  PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+  HOME: SANDBOX_HOME,
+  USER: SANDBOX_USER,
+  LOGNAME: SANDBOX_USER,
+  LANG: "C.UTF-8",
+  HOSTNAME: "sandbox",
+};
+
+export interface SpawnInSandbox {
+  argv: string[];
+  /** Working directory inside the sandbox. */
+  cwd: string;
+}
+
+export class LocalSandbox {
+  readonly id: string;
+  readonly cgroup: SandboxCgroup;
+  private holder: ChildProcess | undefined;
+  private initPid = 0;
+  private readonly rootfs: RootfsPaths;
+  private exited: Promise<void> = Promise.resolve();
+
+  private constructor(private readonly opts: LocalSandboxOptions) {
+    this.id = opts.id;
+    this.rootfs = rootfsPaths(opts.dir);
+    this.cgroup = opts.cgroups.create(opts.cgroupPath, opts.limits);
+  }
+
+  /** Mount the filesystem, start the holder and wait until its namespaces exist. */
+  static async start(opts: LocalSandboxOptions): Promise<LocalSandbox> {
+    const sandbox = new LocalSandbox(opts);
+    try {
+      await sandbox.boot();
+      return sandbox;
+    } catch (err) {
+      await sandbox.destroy();
+      throw err;
+    }
+  }
+
+  get limitsOff(): string[] {
+    // Storage quotas need a filesystem with project quotas; the upper layer lives on the data dir's.
+    return [...this.cgroup.limitsOff, "storage"];
+  }
+
+  get alive(): boolean {
+    return this.holder !== undefined && this.holder.exitCode === null && this.holder.signalCode === null;
+  }
+
+  private async boot(): Promise<void> {
+    const { opts } = this;
+    await mountRootfs(this.rootfs, opts.image.skeleton, opts.hostUid, opts.workdir);
+    const rootFd = openSync(this.rootfs.merged, "r");
+    const holderGroup = this.cgroup.child("holder");
+    const args = [
+      ...holderGroup.procsFiles.flatMap((f) => ["--cgroup", f]),
+      "--uid", String(opts.hostUid), "--gid", String(opts.hostUid), "--",
+      opts.bwrap,
+      "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
+      "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+      "--uid", String(SANDBOX_UID), "--gid", String(SANDBOX_GID), "--hostname", "sandbox",
+      "--info-fd", "4",
+      "--bind-fd", "3", "/",
+      ...opts.image.binds.flatMap(([src, dest]) => ["--ro-bind", src, dest]),
+      "--proc", "/proc", "--dev", "/dev",
+      "--size", String(opts.limits.storageBytes), "--perms", "1777", "--tmpfs", "/tmp",
+      "--chdir", opts.workdir,
+      "--", "sleep", "infinity",
+    ];
+    const holder = spawn(ENTER_HELPER, args, {
+      stdio: ["ignore", "ignore", "pipe", rootFd, "pipe"],
+      env: {},
+    });
+    closeSync(rootFd);
+    this.holder = holder;
+    this.exited = new Promise((resolve) => holder.once("exit", () => resolve()));
+    let stderr = "";
+    holder.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+    const info = holder.stdio[4] as NodeJS.ReadableStream;
+    this.initPid = await new Promise<number>((resolve, reject) => {
+      let text = "";
+      info.on("data", (d: Buffer) => {
+        text += d.toString();
+        const m = /"child-pid":\s*(\d+)/.exec(text);
+        if (m) resolve(Number(m[1]));
+      });
+      holder.once("exit", (code, signal) =>
+        reject(new Error(`sandbox holder exited (${signal ?? code}) before it was ready: ${stderr.trim() || "no message"}`)),
+      );
+      holder.once("error", reject);
+    });
+    // info-fd reports pid 1 as soon as it exists; joining is safe only once its
+    // setup (mounts, pivot_root) is done, which is when it has forked the holder command.
+    for (let i = 0; !hasChildren(this.initPid); i++) {
+      if (!this.alive && holder.exitCode !== null) throw new Error(`sandbox holder exited: ${stderr.trim()}`);
+      if (i > 5000) throw new Error("sandbox holder did not become ready within 5 s");
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    holder.stderr!.removeAllListeners("data").resume();
+  }
+
+  /** Argv that runs `spec.argv` inside the sandbox through the helper, with its whole tree in `group`. */
+  commandFor(spec: SpawnInSandbox, group: CgroupGroup): string[] {
+    return [
+      ENTER_HELPER,
+      ...group.procsFiles.flatMap((f) => ["--cgroup", f]),
+      "--target", String(this.initPid),
+      "--uid", String(SANDBOX_UID), "--gid", String(SANDBOX_GID),
+      "--cwd", spec.cwd,
+      "--", ...spec.argv,
+    ];
+  }
+
+  /** Host pid of the sandbox's pid 1 (for tests and diagnostics). */
+  get hostInitPid(): number {
+    return this.initPid;
+  }
+
+  /** Kill every process of the sandbox and remove its cgroup and layers. */
+  async destroy(): Promise<void> {
+    await this.cgroup.kill();
+    this.holder?.kill("SIGKILL");
+    await this.exited;
+    this.cgroup.remove();
+    await unmountRootfs(this.rootfs);
+  }
+}
+
+function hasChildren(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().length > 0;
+  } catch {
+    return false;
+  }
+}
+
+/** Read a process's status line (used to check a pid still belongs to us). */
+export function processExists(pid: number): boolean {
+  try {
+    readFileSync(join("/proc", String(pid), "stat"));
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * A sandbox's root filesystem: the image as the read-only lower layer and a
+ * private upper layer, joined with overlayfs. Mounted by the runtime (root)
+ * on the host; the sandbox reaches it only through bubblewrap's bind of the
+ * merged directory.
+ */
+import { execFile } from "node:child_process";
+import { chownSync, mkdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { SANDBOX_HOME } from "./host-image.js";
+
+const run = promisify(execFile);
+
+export interface RootfsPaths {
+  readonly dir: string;
+  readonly upper: string;
+  readonly work: string;
+  readonly merged: string;
+}
+
+export function rootfsPaths(sandboxDir: string): RootfsPaths {
+  return {
+    dir: sandboxDir,
+    upper: join(sandboxDir, "upper"),
+    work: join(sandboxDir, "work"),
+    merged: join(sandboxDir, "root"),
+  };
+}
+
+/** Create the layers and mount them. Directories the sandbox user writes are owned by its host uid. */
+export async function mountRootfs(paths: RootfsPaths, lower: string, hostUid: number, workdir: string): Promise<void> {
+  mkdirSync(paths.upper, { recursive: true, mode: 0o755 });
+  mkdirSync(paths.work, { recursive: true, mode: 0o700 });
+  mkdirSync(paths.merged, { recursive: true, mode: 0o755 });
+  for (const owned of new Set([workdir, SANDBOX_HOME, "/workspace"])) {
+    const p = join(paths.upper, owned);
+    mkdirSync(p, { recursive: true, mode: 0o755 });
+    chownSync(p, hostUid, hostUid);
+  }
+  const options = `lowerdir=${lower},upperdir=${paths.upper},workdir=${paths.work}`;
+  await run("mount", ["-t", "overlay", "overlay", "-o", options, paths.merged]);
+}
+
+export async function unmountRootfs(paths: RootfsPaths): Promise<void> {
+  try {
+    await run("umount", [paths.merged]);
+  } catch {
+    // Busy or not mounted: detach lazily so removal below cannot reach the lower layer.
+    await run("umount", ["-l", paths.merged]).catch(() => undefined);
+  }
+  rmSync(paths.dir, { recursive: true, force: true });
+}

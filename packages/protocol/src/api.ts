@@ -1,0 +1,110 @@
+/**
+ * Schemas of the public HTTP API (shared/design/API.md). The server validates
+ * requests with them and the SDK types its calls with them.
+ */
+import { z } from "zod";
+import { parseBytes, parseCpu } from "./units.js";
+
+export const API_VERSION = "v1";
+export const DEFAULT_PORT = 7878;
+export const DEFAULT_HOST = "127.0.0.1";
+
+const envMap = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"), z.string());
+const metadataMap = z.record(z.string().min(1).max(128), z.string().max(1024));
+
+export const SandboxStatus = z.enum(["provisioning", "ready", "paused", "failed", "deleted"]);
+export type SandboxStatus = z.infer<typeof SandboxStatus>;
+
+export const Resources = z.strictObject({
+  cpu: z.string().refine((s) => parseCpu(s) !== undefined, "must be a CPU quantity like \"500m\" or \"2\""),
+  memory: z.string().refine((s) => parseBytes(s) !== undefined, "must be a size like \"512Mi\""),
+  storage: z.string().refine((s) => parseBytes(s) !== undefined, "must be a size like \"1Gi\""),
+  pids: z.number().int().min(8).max(1_000_000),
+});
+export type Resources = z.infer<typeof Resources>;
+
+export const NetworkPolicy = z.strictObject({
+  mode: z.enum(["none", "allowlist", "open"]),
+  allow: z.array(z.string()).optional(),
+});
+export type NetworkPolicy = z.infer<typeof NetworkPolicy>;
+
+export const Sandbox = z.object({
+  id: z.string(),
+  template: z.string(),
+  pool: z.string().optional(),
+  status: SandboxStatus,
+  statusMessage: z.string().optional(),
+  createdAt: z.string(),
+  expiresAt: z.string(),
+  metadata: z.record(z.string(), z.string()),
+  resources: Resources,
+  network: NetworkPolicy,
+  /** Limits the host could not enforce for this sandbox (e.g. no cgroup delegation). */
+  limitsOff: z.array(z.string()).optional(),
+});
+export type Sandbox = z.infer<typeof Sandbox>;
+
+export const MAX_TIMEOUT_SECONDS = 30 * 24 * 3600;
+export const DEFAULT_TIMEOUT_SECONDS = 3600;
+
+export const CreateSandboxRequest = z.strictObject({
+  template: z.string().min(1).max(128).default("default"),
+  pool: z.string().min(1).optional(),
+  timeoutSeconds: z.number().int().min(1).max(MAX_TIMEOUT_SECONDS).default(DEFAULT_TIMEOUT_SECONDS),
+  env: envMap.default({}),
+  metadata: metadataMap.default({}),
+  volumeMounts: z.array(z.strictObject({ volume: z.string(), path: z.string(), readOnly: z.boolean().optional() })).optional(),
+  wait: z.boolean().default(true),
+});
+export type CreateSandboxRequest = z.input<typeof CreateSandboxRequest>;
+
+export const SetTimeoutRequest = z.strictObject({
+  timeoutSeconds: z.number().int().min(1).max(MAX_TIMEOUT_SECONDS),
+});
+
+export const ListSandboxesQuery = z.object({
+  status: SandboxStatus.optional(),
+  template: z.string().optional(),
+  metadata: z.record(z.string(), z.string()).default({}),
+});
+export type ListSandboxesQuery = z.input<typeof ListSandboxesQuery>;
+
+export const DEFAULT_OUTPUT_CAP_BYTES = 10 * 1024 * 1024;
+export const MAX_EXEC_TIMEOUT_MS = 24 * 3600 * 1000;
+
+export const ExecRequest = z
+  .strictObject({
+    command: z.string().min(1).optional(),
+    argv: z.array(z.string()).min(1).optional(),
+    cwd: z.string().min(1).optional(),
+    env: envMap.optional(),
+    timeoutMs: z.number().int().min(1).max(MAX_EXEC_TIMEOUT_MS).optional(),
+    stdin: z.string().optional(),
+    maxOutputBytes: z.number().int().min(0).max(64 * 1024 * 1024).optional(),
+  })
+  .refine((r) => (r.command === undefined) !== (r.argv === undefined), {
+    message: "exactly one of command or argv is required",
+    path: ["command"],
+  })
+  .refine((r) => [r.command, r.cwd, r.stdin, ...(r.argv ?? [])].every((s) => s === undefined || !s.includes("\0")), {
+    message: "must not contain NUL bytes",
+    path: ["command"],
+  });
+export type ExecRequest = z.input<typeof ExecRequest>;
+
+export const ExitReason = z.enum(["timeout", "killed", "oom"]);
+export type ExitReason = z.infer<typeof ExitReason>;
+
+export const ExecResult = z.object({
+  stdout: z.string(),
+  stderr: z.string(),
+  exitCode: z.number().int().nullable(),
+  signal: z.string().optional(),
+  reason: ExitReason.optional(),
+  truncated: z.object({ stdout: z.boolean(), stderr: z.boolean() }),
+  durationMs: z.number(),
+});
+export type ExecResult = z.infer<typeof ExecResult>;
+
+export const Health = z.object({ status: z.literal("ok"), version: z.string() });

@@ -1,0 +1,99 @@
+/**
+ * The runtime protocol: what the server (control plane) and a runtime
+ * (execution plane) say to each other over a unix socket, in frames
+ * (see framing.ts). The first frame each way is a `hello` carrying the
+ * protocol version; a runtime refuses a peer of another version with
+ * VERSION_MISMATCH and closes. After that, requests carry an `id` and get
+ * exactly one response with the same `id`.
+ */
+import { z } from "zod";
+import { ExecRequest, ExecResult } from "./api.js";
+
+export const RUNTIME_PROTOCOL_VERSION = 1;
+
+export const Hello = z.object({
+  type: z.literal("hello"),
+  protocolVersion: z.number().int(),
+  runtimeVersion: z.string().optional(),
+  pid: z.number().int().optional(),
+});
+export type Hello = z.infer<typeof Hello>;
+
+export const WireError = z.object({
+  code: z.string(),
+  message: z.string(),
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+export type WireError = z.infer<typeof WireError>;
+
+export const RequestFrame = z.object({
+  type: z.literal("request"),
+  id: z.number().int(),
+  method: z.string(),
+  params: z.unknown(),
+});
+export type RequestFrame = z.infer<typeof RequestFrame>;
+
+export const ResponseFrame = z.object({
+  type: z.literal("response"),
+  id: z.number().int(),
+  result: z.unknown().optional(),
+  error: WireError.optional(),
+});
+export type ResponseFrame = z.infer<typeof ResponseFrame>;
+
+/** Sent by a runtime that refuses the connection (e.g. VERSION_MISMATCH), then it closes. */
+export const ErrorFrame = z.object({ type: z.literal("error"), error: WireError });
+
+/** Limits in machine units, already parsed from the template's quantities. */
+export const SandboxLimits = z.object({
+  memoryBytes: z.number().int().positive(),
+  cpu: z.number().positive(),
+  pids: z.number().int().positive(),
+  storageBytes: z.number().int().positive(),
+});
+export type SandboxLimits = z.infer<typeof SandboxLimits>;
+
+export const RuntimeSandbox = z.object({
+  id: z.string(),
+  status: z.enum(["ready", "failed"]),
+  statusMessage: z.string().optional(),
+  limitsOff: z.array(z.string()),
+  createdAt: z.string(),
+});
+export type RuntimeSandbox = z.infer<typeof RuntimeSandbox>;
+
+export const SANDBOX_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+export const CreateSandboxParams = z.object({
+  id: z.string().regex(SANDBOX_ID_PATTERN),
+  image: z.string(),
+  limits: SandboxLimits,
+  workdir: z.string(),
+});
+export type CreateSandboxParams = z.infer<typeof CreateSandboxParams>;
+
+export const SandboxIdParams = z.object({ id: z.string().regex(SANDBOX_ID_PATTERN) });
+
+export const ExecParams = z.object({
+  sandboxId: z.string().regex(SANDBOX_ID_PATTERN),
+  request: ExecRequest,
+  /** Environment of the sandbox (from the create call); the request's env is layered on top. */
+  env: z.record(z.string(), z.string()),
+  defaultCwd: z.string(),
+});
+export type ExecParams = z.input<typeof ExecParams>;
+
+/** Each method: its params schema and result schema, shared by both ends. */
+export const RuntimeMethods = {
+  "runtime.info": { params: z.object({}), result: z.object({ pid: z.number(), version: z.string(), cgroup: z.string(), sandboxes: z.number() }) },
+  "sandbox.create": { params: CreateSandboxParams, result: RuntimeSandbox },
+  "sandbox.list": { params: z.object({}), result: z.array(RuntimeSandbox) },
+  "sandbox.delete": { params: SandboxIdParams, result: z.object({ deleted: z.boolean() }) },
+  "sandbox.exec": { params: ExecParams, result: ExecResult },
+  "runtime.shutdown": { params: z.object({}), result: z.object({ ok: z.literal(true) }) },
+} as const;
+
+export type RuntimeMethod = keyof typeof RuntimeMethods;
+export type RuntimeParams<M extends RuntimeMethod> = z.input<(typeof RuntimeMethods)[M]["params"]>;
+export type RuntimeResult<M extends RuntimeMethod> = z.output<(typeof RuntimeMethods)[M]["result"]>;

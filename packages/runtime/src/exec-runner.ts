@@ -1,0 +1,81 @@
+/**
+ * Stateless exec: run one command in a sandbox, collect its output (capped),
+ * enforce its timeout, and kill everything it left behind when it returns.
+ */
+import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { posix } from "node:path";
+import { DEFAULT_OUTPUT_CAP_BYTES, type ExecRequest, type ExecResult, type ExitReason } from "@agentbox/protocol";
+import { BASE_ENV, type LocalSandbox } from "@agentbox/isolation";
+import { CappedBuffer } from "./capped-buffer.js";
+
+export interface ExecContext {
+  sandbox: LocalSandbox;
+  /** The sandbox's own env (from create). */
+  env: Record<string, string>;
+  defaultCwd: string;
+}
+
+export function resolveCwd(cwd: string | undefined, defaultCwd: string): string {
+  if (cwd === undefined) return defaultCwd;
+  return posix.resolve(defaultCwd, cwd);
+}
+
+export async function runExec(ctx: ExecContext, request: ExecRequest): Promise<ExecResult> {
+  const started = performance.now();
+  const argv = request.argv ?? ["/bin/sh", "-c", request.command!];
+  const cwd = resolveCwd(request.cwd, ctx.defaultCwd);
+  const env = { ...BASE_ENV, ...ctx.env, ...request.env };
+  const group = ctx.sandbox.cgroup.child(`exec-${randomUUID().slice(0, 12)}`);
+  const cap = request.maxOutputBytes ?? DEFAULT_OUTPUT_CAP_BYTES;
+  const stdout = new CappedBuffer(cap);
+  const stderr = new CappedBuffer(cap);
+  const [file, ...args] = ctx.sandbox.commandFor({ argv, cwd }, group);
+
+  const child = spawn(file!, args, { env, stdio: ["pipe", "pipe", "pipe"] });
+  child.stdout.on("data", (d: Buffer) => stdout.push(d));
+  child.stderr.on("data", (d: Buffer) => stderr.push(d));
+  child.stdin.on("error", () => undefined); // the command may exit without reading stdin
+  if (request.stdin !== undefined) child.stdin.end(request.stdin);
+  else child.stdin.end();
+
+  let reason: ExitReason | undefined;
+  const timer =
+    request.timeoutMs !== undefined
+      ? setTimeout(() => {
+          reason = "timeout";
+          void group.kill();
+        }, request.timeoutMs)
+      : undefined;
+
+  const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once("error", () => resolve({ code: 127, signal: null }));
+    child.once("exit", (c, s) => resolve({ code: c, signal: s }));
+  });
+  if (timer) clearTimeout(timer);
+  const oomKilled = group.oomKills() > 0;
+  // Background children die with the call; then their pipe ends close too.
+  await group.kill();
+  await new Promise<void>((resolve) => {
+    if (child.stdout.readableEnded && child.stderr.readableEnded) return resolve();
+    let open = 2;
+    const done = () => --open === 0 && resolve();
+    child.stdout.once("close", done);
+    child.stderr.once("close", done);
+  });
+  group.remove();
+
+  // A shell may survive the OOM kill of its child and exit 137 itself: still an OOM.
+  if (reason === undefined && oomKilled) reason = "oom";
+  else if (reason === undefined && signal === "SIGKILL") reason = "killed";
+  const result: ExecResult = {
+    stdout: stdout.text(),
+    stderr: stderr.text(),
+    exitCode: signal ? null : code,
+    truncated: { stdout: stdout.truncated, stderr: stderr.truncated },
+    durationMs: Math.round((performance.now() - started) * 100) / 100,
+  };
+  if (signal) result.signal = signal;
+  if (reason) result.reason = reason;
+  return result;
+}

@@ -1,0 +1,5 @@
+export { RuntimeClient } from "./runtime-client.js";
+export { RuntimeServer, RUNTIME_VERSION } from "./runtime-server.js";
+export { SandboxManager } from "./sandbox-manager.js";
+export { connectOrStartRuntime, runtimeSocketPath, spawnRuntime, RUNTIME_MAIN } from "./runtime-launcher.js";
+export { FramedConnection } from "./connection.js";

@@ -1,0 +1,43 @@
+/**
+ * The runtime process: `node main.js --data-dir DIR --socket PATH`.
+ * It holds every sandbox of one data directory; the server talks to it over
+ * the socket. SIGTERM or a `runtime.shutdown` request stops it and, with it,
+ * all its sandboxes.
+ */
+import { parseArgs } from "node:util";
+import { SandboxManager } from "./sandbox-manager.js";
+import { RuntimeServer } from "./runtime-server.js";
+
+const { values } = parseArgs({
+  options: { "data-dir": { type: "string" }, socket: { type: "string" } },
+});
+const dataDir = values["data-dir"];
+const socketPath = values.socket;
+if (!dataDir || !socketPath) {
+  process.stderr.write("usage: runtime --data-dir DIR --socket PATH\n");
+  process.exit(2);
+}
+
+const manager = new SandboxManager(dataDir);
+let stopping = false;
+const stop = async (why: string) => {
+  if (stopping) return;
+  stopping = true;
+  log(`stopping (${why}); removing ${manager.size} sandbox(es)`);
+  await server.close().catch(() => undefined);
+  await manager.destroyAll();
+  process.exit(0);
+};
+const server = new RuntimeServer({ socketPath, manager, onShutdown: () => void stop("shutdown request") });
+
+function log(message: string): void {
+  process.stdout.write(`${new Date().toISOString()} runtime[${process.pid}] ${message}\n`);
+}
+
+process.on("SIGTERM", () => void stop("SIGTERM"));
+process.on("SIGINT", () => void stop("SIGINT"));
+process.on("SIGHUP", () => undefined);
+
+await manager.cleanupStale();
+await server.listen();
+log(`listening on ${socketPath} (cgroups: ${manager.cgroupKind})`);

@@ -1,0 +1,103 @@
+/**
+ * The control plane's side of the runtime protocol: connect, say hello with
+ * our version, then make typed requests.
+ */
+import { connect } from "node:net";
+import {
+  AgentboxError,
+  ErrorFrame,
+  Hello,
+  RUNTIME_PROTOCOL_VERSION,
+  ResponseFrame,
+  isErrorCode,
+  type RuntimeMethod,
+  type RuntimeParams,
+  type RuntimeResult,
+} from "@agentbox/protocol";
+import { FramedConnection } from "./connection.js";
+
+export class RuntimeClient {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private closed = false;
+  /** Called once when the connection to the runtime is lost. */
+  onClose: (() => void) | undefined;
+
+  private constructor(private readonly conn: FramedConnection, readonly runtimePid: number) {}
+
+  static async connect(socketPath: string, protocolVersion = RUNTIME_PROTOCOL_VERSION): Promise<RuntimeClient> {
+    const socket = connect(socketPath);
+    await new Promise<void>((resolve, reject) => {
+      socket.once("connect", resolve);
+      socket.once("error", reject);
+    });
+    return new Promise<RuntimeClient>((resolve, reject) => {
+      let client: RuntimeClient | undefined;
+      const conn = new FramedConnection(
+        socket,
+        (message) => {
+          if (client) return client.receive(message);
+          const refused = ErrorFrame.safeParse(message);
+          if (refused.success) {
+            const code = isErrorCode(refused.data.error.code) ? refused.data.error.code : "RUNTIME_UNAVAILABLE";
+            reject(new AgentboxError(code, refused.data.error.message, refused.data.error.details));
+            return;
+          }
+          const hello = Hello.safeParse(message);
+          if (!hello.success || hello.data.protocolVersion !== protocolVersion) {
+            conn.close();
+            reject(new AgentboxError("VERSION_MISMATCH", "the runtime answered with another protocol version"));
+            return;
+          }
+          client = new RuntimeClient(conn, hello.data.pid ?? 0);
+          resolve(client);
+        },
+        (reason) => {
+          if (!client) reject(new AgentboxError("RUNTIME_UNAVAILABLE", `runtime closed the connection${reason ? `: ${reason.message}` : ""}`));
+          else client.lost();
+        },
+      );
+      conn.send({ type: "hello", protocolVersion });
+    });
+  }
+
+  get connected(): boolean {
+    return !this.closed;
+  }
+
+  request<M extends RuntimeMethod>(method: M, params: RuntimeParams<M>): Promise<RuntimeResult<M>> {
+    if (this.closed) return Promise.reject(new AgentboxError("RUNTIME_UNAVAILABLE", "not connected to the runtime"));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.conn.send({ type: "request", id, method, params });
+    });
+  }
+
+  close(): void {
+    this.conn.close();
+    this.lost();
+  }
+
+  private receive(message: unknown): void {
+    const frame = ResponseFrame.safeParse(message);
+    if (!frame.success) return;
+    const waiter = this.pending.get(frame.data.id);
+    if (!waiter) return;
+    this.pending.delete(frame.data.id);
+    const err = frame.data.error;
+    if (err) {
+      waiter.reject(new AgentboxError(isErrorCode(err.code) ? err.code : "INTERNAL", err.message, err.details));
+    } else {
+      waiter.resolve(frame.data.result);
+    }
+  }
+
+  private lost(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const w of this.pending.values()) w.reject(new AgentboxError("RUNTIME_UNAVAILABLE", "lost the connection to the runtime"));
+    this.pending.clear();
+    this.onClose?.();
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * The runtime's side of the runtime protocol: accepts connections on a unix
+ * socket, checks the version handshake, validates each request against the
+ * method's schema and dispatches it to the sandbox manager.
+ */
+import { chmodSync, rmSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import {
+  AgentboxError,
+  Hello,
+  RUNTIME_PROTOCOL_VERSION,
+  RequestFrame,
+  RuntimeMethods,
+  isErrorCode,
+  type RuntimeMethod,
+} from "@agentbox/protocol";
+import { FramedConnection } from "./connection.js";
+import type { SandboxManager } from "./sandbox-manager.js";
+
+export const RUNTIME_VERSION = "0.1.0";
+
+type Handler = (params: never) => Promise<unknown> | unknown;
+
+export interface RuntimeServerOptions {
+  socketPath: string;
+  manager: SandboxManager;
+  /** Called when a client asks the runtime to shut down. */
+  onShutdown: () => void;
+}
+
+export class RuntimeServer {
+  private server: Server | undefined;
+  private readonly handlers: Record<RuntimeMethod, Handler>;
+
+  constructor(private readonly opts: RuntimeServerOptions) {
+    const m = opts.manager;
+    this.handlers = {
+      "runtime.info": () => ({ pid: process.pid, version: RUNTIME_VERSION, cgroup: m.cgroupKind, sandboxes: m.size }),
+      "sandbox.create": (p: Parameters<SandboxManager["create"]>[0]) => m.create(p),
+      "sandbox.list": () => m.list(),
+      "sandbox.delete": async (p: { id: string }) => ({ deleted: await m.delete(p.id) }),
+      "sandbox.exec": (p: Parameters<SandboxManager["exec"]>[0]) => m.exec(p),
+      "runtime.shutdown": () => {
+        setImmediate(opts.onShutdown);
+        return { ok: true };
+      },
+    };
+  }
+
+  async listen(): Promise<void> {
+    rmSync(this.opts.socketPath, { force: true });
+    const server = createServer((socket) => this.accept(socket));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.opts.socketPath, () => resolve());
+    });
+    // Only root (the server) may talk to the runtime.
+    chmodSync(this.opts.socketPath, 0o600);
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  private accept(socket: import("node:net").Socket): void {
+    let greeted = false;
+    const conn = new FramedConnection(
+      socket,
+      (message) => {
+        if (!greeted) {
+          const hello = Hello.safeParse(message);
+          if (!hello.success || hello.data.protocolVersion !== RUNTIME_PROTOCOL_VERSION) {
+            const theirs = hello.success ? hello.data.protocolVersion : "none";
+            conn.send({
+              type: "error",
+              error: {
+                code: "VERSION_MISMATCH",
+                message: `runtime speaks protocol version ${RUNTIME_PROTOCOL_VERSION}, peer sent ${theirs}`,
+                details: { runtimeVersion: RUNTIME_PROTOCOL_VERSION, peerVersion: theirs },
+              },
+            });
+            conn.close();
+            return;
+          }
+          greeted = true;
+          conn.send({ type: "hello", protocolVersion: RUNTIME_PROTOCOL_VERSION, runtimeVersion: RUNTIME_VERSION, pid: process.pid });
+          return;
+        }
+        void this.handle(conn, message);
+      },
+      () => undefined,
+    );
+  }
+
+  private async handle(conn: FramedConnection, message: unknown): Promise<void> {
+    const frame = RequestFrame.safeParse(message);
+    if (!frame.success) {
+      const id = typeof (message as { id?: unknown })?.id === "number" ? (message as { id: number }).id : -1;
+      conn.send({ type: "response", id, error: { code: "INVALID_REQUEST", message: "malformed request frame" } });
+      return;
+    }
+    const { id, method, params } = frame.data;
+    try {
+      if (!Object.hasOwn(RuntimeMethods, method)) {
+        throw new AgentboxError("INVALID_REQUEST", `unknown runtime method ${method}`);
+      }
+      const spec = RuntimeMethods[method as RuntimeMethod];
+      const parsed = spec.params.safeParse(params ?? {});
+      if (!parsed.success) {
+        throw new AgentboxError("INVALID_REQUEST", `invalid params for ${method}: ${parsed.error.issues[0]?.message ?? ""}`);
+      }
+      const result = await this.handlers[method as RuntimeMethod](parsed.data as never);
+      conn.send({ type: "response", id, result });
+    } catch (err) {
+      const e = err as Error & { code?: unknown; details?: Record<string, unknown> };
+      const code = isErrorCode(e.code) ? e.code : "INTERNAL";
+      const error: Record<string, unknown> = { code, message: e.message };
+      if (e.details) error.details = e.details;
+      conn.send({ type: "response", id, error });
+    }
+  }
+}

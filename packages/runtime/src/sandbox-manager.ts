@@ -1,0 +1,160 @@
+/**
+ * The runtime's live sandboxes: creation (with a unique unprivileged host uid
+ * each), lookup, deletion, and clean-up of what a crashed runtime left behind.
+ */
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { AgentboxError, type CreateSandboxParams, type ExecParams, type ExecResult, type RuntimeSandbox } from "@agentbox/protocol";
+import {
+  LocalSandbox,
+  checkHost,
+  detectCgroups,
+  ensureHostImage,
+  rootfsPaths,
+  unmountRootfs,
+  type CgroupDriver,
+  type HostImage,
+} from "@agentbox/isolation";
+import { runExec } from "./exec-runner.js";
+
+/** Sandbox users map to host uids from here up, one per live sandbox. */
+export const HOST_UID_BASE = 2_000_000;
+
+interface Entry {
+  sandbox: LocalSandbox;
+  slot: number;
+  createdAt: string;
+  workdir: string;
+}
+
+export class SandboxManager {
+  private readonly sandboxes = new Map<string, Entry>();
+  private readonly creating = new Map<string, Promise<RuntimeSandbox>>();
+  private readonly usedSlots = new Set<number>();
+  private readonly cgroups: CgroupDriver;
+  private readonly cgroupPrefix: string;
+  private readonly sandboxesDir: string;
+  private image: HostImage | undefined;
+
+  constructor(private readonly dataDir: string, cgroups?: CgroupDriver) {
+    this.cgroups = cgroups ?? detectCgroups();
+    const instance = createHash("sha256").update(dataDir).digest("hex").slice(0, 12);
+    this.cgroupPrefix = `agentbox/${instance}`;
+    this.sandboxesDir = join(dataDir, "sandboxes");
+  }
+
+  get cgroupKind(): string {
+    return this.cgroups.kind;
+  }
+
+  get size(): number {
+    return this.sandboxes.size;
+  }
+
+  /** Remove layers and cgroups of sandboxes whose holders died with an earlier runtime. */
+  async cleanupStale(): Promise<void> {
+    mkdirSync(this.sandboxesDir, { recursive: true, mode: 0o711 });
+    for (const path of this.cgroups.list(this.cgroupPrefix)) {
+      const group = this.cgroups.create(path, { memoryBytes: 1 << 30, cpu: 1, pids: 64, storageBytes: 1 << 30 });
+      await group.kill();
+      group.remove();
+    }
+    for (const name of readdirSync(this.sandboxesDir)) {
+      await unmountRootfs(rootfsPaths(join(this.sandboxesDir, name)));
+    }
+  }
+
+  async create(params: CreateSandboxParams): Promise<RuntimeSandbox> {
+    const existing = this.sandboxes.get(params.id);
+    if (existing) return this.describe(params.id, existing);
+    const pending = this.creating.get(params.id);
+    if (pending) return pending;
+    const promise = this.doCreate(params).finally(() => this.creating.delete(params.id));
+    this.creating.set(params.id, promise);
+    return promise;
+  }
+
+  private async doCreate(params: CreateSandboxParams): Promise<RuntimeSandbox> {
+    if (params.image !== "host") {
+      throw new AgentboxError("INVALID_REQUEST", `image ${JSON.stringify(params.image)} is not supported by this runtime yet (only "host")`);
+    }
+    const host = checkHost();
+    if (!host.ok) throw new AgentboxError("RUNTIME_UNAVAILABLE", host.problems.join("; "));
+    this.image ??= ensureHostImage(join(this.dataDir, "images"));
+    const slot = this.allocateSlot();
+    try {
+      const sandbox = await LocalSandbox.start({
+        id: params.id,
+        dir: join(this.sandboxesDir, params.id),
+        image: this.image,
+        limits: params.limits,
+        workdir: params.workdir,
+        hostUid: HOST_UID_BASE + slot,
+        cgroupPath: `${this.cgroupPrefix}/${params.id}`,
+        cgroups: this.cgroups,
+        bwrap: host.bwrap!,
+      });
+      const entry: Entry = { sandbox, slot, createdAt: new Date().toISOString(), workdir: params.workdir };
+      this.sandboxes.set(params.id, entry);
+      return this.describe(params.id, entry);
+    } catch (err) {
+      this.usedSlots.delete(slot);
+      throw err;
+    }
+  }
+
+  private allocateSlot(): number {
+    let slot = 0;
+    while (this.usedSlots.has(slot)) slot++;
+    this.usedSlots.add(slot);
+    return slot;
+  }
+
+  private describe(id: string, entry: Entry): RuntimeSandbox {
+    const alive = entry.sandbox.alive;
+    const out: RuntimeSandbox = {
+      id,
+      status: alive ? "ready" : "failed",
+      limitsOff: entry.sandbox.limitsOff,
+      createdAt: entry.createdAt,
+    };
+    if (!alive) out.statusMessage = "the sandbox's namespace holder exited";
+    return out;
+  }
+
+  list(): RuntimeSandbox[] {
+    return [...this.sandboxes].map(([id, e]) => this.describe(id, e));
+  }
+
+  get(id: string): LocalSandbox {
+    const entry = this.sandboxes.get(id);
+    if (!entry) throw new AgentboxError("SANDBOX_NOT_FOUND", `sandbox ${id} does not exist in the runtime`);
+    if (!entry.sandbox.alive) throw new AgentboxError("SANDBOX_NOT_READY", `sandbox ${id} is not running`);
+    return entry.sandbox;
+  }
+
+  async delete(id: string): Promise<boolean> {
+    await this.creating.get(id)?.catch(() => undefined);
+    const entry = this.sandboxes.get(id);
+    if (!entry) {
+      // Leftover layers of a failed create are removed all the same.
+      const dir = join(this.sandboxesDir, id);
+      if (existsSync(dir)) await unmountRootfs(rootfsPaths(dir));
+      return false;
+    }
+    this.sandboxes.delete(id);
+    await entry.sandbox.destroy();
+    this.usedSlots.delete(entry.slot);
+    return true;
+  }
+
+  async exec(params: ExecParams): Promise<ExecResult> {
+    const sandbox = this.get(params.sandboxId);
+    return runExec({ sandbox, env: params.env, defaultCwd: params.defaultCwd }, params.request);
+  }
+
+  async destroyAll(): Promise<void> {
+    await Promise.all([...this.sandboxes.keys()].map((id) => this.delete(id)));
+  }
+}
