@@ -49,7 +49,8 @@ export function ensureHostImage(imagesDir: string, hostRoot = "/"): HostImage {
     const p = join(hostRoot, d);
     if (existsSync(p) && !lstatSync(p).isSymbolicLink() && lstatSync(p).isDirectory()) binds.push([p, `/${d}`]);
   }
-  if (existsSync(join(skeleton, ".complete"))) return { skeleton, binds };
+  const marker = `${skeleton}.complete`;
+  if (existsSync(marker)) return { skeleton, binds };
 
   const tmp = `${skeleton}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
@@ -72,9 +73,9 @@ export function ensureHostImage(imagesDir: string, hostRoot = "/"): HostImage {
   writeFileSync(join(tmp, "etc/hosts"), HOSTS);
   writeFileSync(join(tmp, "etc/hostname"), "sandbox\n");
   writeFileSync(join(tmp, "etc/resolv.conf"), "");
-  writeFileSync(join(tmp, ".complete"), "");
   rmSync(skeleton, { recursive: true, force: true });
   renameSync(tmp, skeleton);
+  writeFileSync(marker, "");
   return { skeleton, binds };
 }
 

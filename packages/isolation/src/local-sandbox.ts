@@ -17,6 +17,8 @@ export interface LocalSandboxOptions {
   id: string;
   /** Directory for this sandbox's layers. */
   dir: string;
+  /** Mount point of its root filesystem (see rootfsPaths). */
+  mountDir: string;
   image: HostImage;
   limits: SandboxLimits;
   workdir: string;
@@ -54,7 +56,7 @@ export class LocalSandbox {
 
   private constructor(private readonly opts: LocalSandboxOptions) {
     this.id = opts.id;
-    this.rootfs = rootfsPaths(opts.dir);
+    this.rootfs = rootfsPaths(opts.dir, opts.mountDir);
     this.cgroup = opts.cgroups.create(opts.cgroupPath, opts.limits);
   }
 

@@ -5,7 +5,7 @@
  * merged directory.
  */
 import { execFile } from "node:child_process";
-import { chownSync, mkdirSync, rmSync } from "node:fs";
+import { chownSync, mkdirSync, rmSync, rmdirSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { SANDBOX_HOME } from "./host-image.js";
@@ -19,12 +19,17 @@ export interface RootfsPaths {
   readonly merged: string;
 }
 
-export function rootfsPaths(sandboxDir: string): RootfsPaths {
+/**
+ * Layers live in the data dir (which may sit under a private directory such as
+ * /root); the merged mount point lives under `mountDir`, whose every ancestor the
+ * unprivileged sandbox uid can traverse, because bubblewrap resolves it as that uid.
+ */
+export function rootfsPaths(sandboxDir: string, mountDir: string): RootfsPaths {
   return {
     dir: sandboxDir,
     upper: join(sandboxDir, "upper"),
     work: join(sandboxDir, "work"),
-    merged: join(sandboxDir, "root"),
+    merged: mountDir,
   };
 }
 
@@ -50,4 +55,9 @@ export async function unmountRootfs(paths: RootfsPaths): Promise<void> {
     await run("umount", ["-l", paths.merged]).catch(() => undefined);
   }
   rmSync(paths.dir, { recursive: true, force: true });
+  try {
+    rmdirSync(paths.merged);
+  } catch {
+    /* absent, or still mounted (lazily detached): left for the next clean-up */
+  }
 }

@@ -3,7 +3,7 @@
  * each), lookup, deletion, and clean-up of what a crashed runtime left behind.
  */
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { AgentboxError, type CreateSandboxParams, type ExecParams, type ExecResult, type RuntimeSandbox } from "@agentbox/protocol";
 import {
@@ -20,6 +20,8 @@ import { runExec } from "./exec-runner.js";
 
 /** Sandbox users map to host uids from here up, one per live sandbox. */
 export const HOST_UID_BASE = 2_000_000;
+/** Root filesystems are mounted below here (see rootfsPaths for why not in the data dir). */
+const MOUNTS_ROOT = "/run/agentbox";
 
 interface Entry {
   sandbox: LocalSandbox;
@@ -35,6 +37,7 @@ export class SandboxManager {
   private readonly cgroups: CgroupDriver;
   private readonly cgroupPrefix: string;
   private readonly sandboxesDir: string;
+  private readonly mountsDir: string;
   private image: HostImage | undefined;
 
   constructor(private readonly dataDir: string, cgroups?: CgroupDriver) {
@@ -42,6 +45,7 @@ export class SandboxManager {
     const instance = createHash("sha256").update(dataDir).digest("hex").slice(0, 12);
     this.cgroupPrefix = `agentbox/${instance}`;
     this.sandboxesDir = join(dataDir, "sandboxes");
+    this.mountsDir = join(MOUNTS_ROOT, instance);
   }
 
   get cgroupKind(): string {
@@ -54,15 +58,17 @@ export class SandboxManager {
 
   /** Remove layers and cgroups of sandboxes whose holders died with an earlier runtime. */
   async cleanupStale(): Promise<void> {
-    mkdirSync(this.sandboxesDir, { recursive: true, mode: 0o711 });
+    mkdirSync(this.sandboxesDir, { recursive: true, mode: 0o700 });
+    mkdirSync(this.mountsDir, { recursive: true, mode: 0o711 });
+    chmodSync(MOUNTS_ROOT, 0o711);
+    chmodSync(this.mountsDir, 0o711);
     for (const path of this.cgroups.list(this.cgroupPrefix)) {
       const group = this.cgroups.create(path, { memoryBytes: 1 << 30, cpu: 1, pids: 64, storageBytes: 1 << 30 });
       await group.kill();
       group.remove();
     }
-    for (const name of readdirSync(this.sandboxesDir)) {
-      await unmountRootfs(rootfsPaths(join(this.sandboxesDir, name)));
-    }
+    const names = new Set([...readdirSync(this.sandboxesDir), ...readdirSync(this.mountsDir)]);
+    for (const name of names) await unmountRootfs(this.paths(name));
   }
 
   async create(params: CreateSandboxParams): Promise<RuntimeSandbox> {
@@ -87,6 +93,7 @@ export class SandboxManager {
       const sandbox = await LocalSandbox.start({
         id: params.id,
         dir: join(this.sandboxesDir, params.id),
+        mountDir: join(this.mountsDir, params.id),
         image: this.image,
         limits: params.limits,
         workdir: params.workdir,
@@ -102,6 +109,10 @@ export class SandboxManager {
       this.usedSlots.delete(slot);
       throw err;
     }
+  }
+
+  private paths(id: string) {
+    return rootfsPaths(join(this.sandboxesDir, id), join(this.mountsDir, id));
   }
 
   private allocateSlot(): number {
@@ -139,8 +150,7 @@ export class SandboxManager {
     const entry = this.sandboxes.get(id);
     if (!entry) {
       // Leftover layers of a failed create are removed all the same.
-      const dir = join(this.sandboxesDir, id);
-      if (existsSync(dir)) await unmountRootfs(rootfsPaths(dir));
+      if (existsSync(join(this.sandboxesDir, id))) await unmountRootfs(this.paths(id));
       return false;
     }
     this.sandboxes.delete(id);

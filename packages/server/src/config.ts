@@ -1,0 +1,37 @@
+/** Server settings: explicit options win over environment variables, which win over defaults. */
+import { resolve } from "node:path";
+import { DEFAULT_HOST, DEFAULT_PORT } from "@agentbox/protocol";
+
+export interface ServerOptions {
+  host?: string;
+  port?: number;
+  dataDir?: string;
+  /** Fixed API key; otherwise AGENTBOX_API_KEY, otherwise the key stored in the data dir. */
+  apiKey?: string;
+  /** Leave the runtime (and its sandboxes) running when the server closes. Default true. */
+  keepRuntime?: boolean;
+  /** How often the reaper looks for expired sandboxes. */
+  reaperIntervalMs?: number;
+}
+
+export interface ServerConfig {
+  host: string;
+  port: number;
+  dataDir: string;
+  apiKey: string | undefined;
+  keepRuntime: boolean;
+  reaperIntervalMs: number;
+}
+
+export function resolveConfig(opts: ServerOptions = {}, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+  const port = opts.port ?? (env.AGENTBOX_PORT ? Number(env.AGENTBOX_PORT) : DEFAULT_PORT);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid port ${String(env.AGENTBOX_PORT ?? port)}`);
+  return {
+    host: opts.host ?? env.AGENTBOX_HOST ?? DEFAULT_HOST,
+    port,
+    dataDir: resolve(opts.dataDir ?? env.AGENTBOX_DATA_DIR ?? ".agentbox"),
+    apiKey: opts.apiKey ?? (env.AGENTBOX_API_KEY || undefined),
+    keepRuntime: opts.keepRuntime ?? true,
+    reaperIntervalMs: opts.reaperIntervalMs ?? 1000,
+  };
+}

@@ -1,0 +1,53 @@
+/**
+ * The server's connection to its runtime. Reconnects (starting the runtime
+ * if none answers) on the next request after the connection was lost, and
+ * tells the caller when that happened so it can reconcile its store.
+ */
+import { AgentboxError, type RuntimeMethod, type RuntimeParams, type RuntimeResult } from "@agentbox/protocol";
+import { RuntimeClient, connectOrStartRuntime } from "@agentbox/runtime";
+
+export class RuntimeLink {
+  private client: RuntimeClient | undefined;
+  private connecting: Promise<RuntimeClient> | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly dataDir: string,
+    /** Called after every (re)connection, before any other request is sent. */
+    private readonly onConnect: (client: RuntimeClient) => Promise<void>,
+  ) {}
+
+  async connect(): Promise<RuntimeClient> {
+    if (this.closed) throw new AgentboxError("RUNTIME_UNAVAILABLE", "the server is shutting down");
+    if (this.client?.connected) return this.client;
+    this.connecting ??= (async () => {
+      try {
+        const client = await connectOrStartRuntime(this.dataDir);
+        await this.onConnect(client);
+        this.client = client;
+        return client;
+      } finally {
+        this.connecting = undefined;
+      }
+    })();
+    return this.connecting;
+  }
+
+  async request<M extends RuntimeMethod>(method: M, params: RuntimeParams<M>): Promise<RuntimeResult<M>> {
+    const client = await this.connect();
+    return client.request(method, params);
+  }
+
+  get pid(): number | undefined {
+    return this.client?.runtimePid;
+  }
+
+  /** Close the connection; with `stopRuntime`, ask the runtime to stop (and remove its sandboxes) first. */
+  async close(stopRuntime: boolean): Promise<void> {
+    this.closed = true;
+    const client = this.client;
+    if (!client?.connected) return;
+    if (stopRuntime) await client.request("runtime.shutdown", {}).catch(() => undefined);
+    client.close();
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * The control plane: HTTP API with auth, the store, the link to the runtime,
+ * and the TTL reaper. `startServer` returns once it is listening.
+ */
+import { mkdirSync } from "node:fs";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { AgentboxError, ERROR_CODES } from "@agentbox/protocol";
+import { keyMatches, loadOrCreateApiKey } from "./api-key.js";
+import { resolveConfig, type ServerOptions } from "./config.js";
+import { Router } from "./http/router.js";
+import { Metrics } from "./metrics.js";
+import { RuntimeLink } from "./runtime-link.js";
+import { sandboxRoutes } from "./routes/sandboxes.js";
+import { SandboxService } from "./sandbox-service.js";
+import { Store } from "./store.js";
+
+export const SERVER_VERSION = "0.1.0";
+
+export interface RunningServer {
+  url: string;
+  apiKey: string;
+  apiKeyFile: string;
+  dataDir: string;
+  /** Stop listening. The runtime keeps running unless the server was started with keepRuntime: false. */
+  close(): Promise<void>;
+}
+
+function send(res: ServerResponse, status: number, body: unknown, contentType = "application/json"): void {
+  const text = contentType === "application/json" ? JSON.stringify(body) : String(body);
+  res.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function bearer(req: IncomingMessage, url: URL): string | undefined {
+  const header = req.headers.authorization;
+  if (header?.startsWith("Bearer ")) return header.slice("Bearer ".length).trim();
+  // Browsers cannot set headers on WebSockets; they may pass the key as ?token=.
+  if (req.headers.upgrade?.toLowerCase() === "websocket") return url.searchParams.get("token") ?? undefined;
+  return undefined;
+}
+
+export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
+  const config = resolveConfig(options);
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const { key: apiKey, file: apiKeyFile } = loadOrCreateApiKey(config.dataDir, config.apiKey);
+  const log = (message: string) => process.stderr.write(`${new Date().toISOString()} server ${message}\n`);
+
+  const store = new Store(config.dataDir);
+  let sandboxes!: SandboxService;
+  const runtime = new RuntimeLink(config.dataDir, (client) => sandboxes.reconcile(client));
+  sandboxes = new SandboxService(store, runtime, log);
+  const metrics = new Metrics();
+  let runtimeUp = false;
+
+  const router = new Router();
+  router.get("/healthz", () => ({ body: { status: "ok", version: SERVER_VERSION } }));
+  router.get("/metrics", ({ res }) => {
+    send(res, 200, metrics.render(sandboxes.counts(), runtimeUp), "text/plain; version=0.0.4");
+    return undefined;
+  });
+  sandboxRoutes(router, sandboxes, metrics);
+
+  const server = createServer((req, res) => {
+    void handle(req, res);
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const method = req.method ?? "GET";
+    let status = 500;
+    try {
+      const url = new URL(req.url ?? "/", "http://localhost");
+      if (url.pathname !== "/healthz" && !keyMatches(apiKey, bearer(req, url))) {
+        throw new AgentboxError("UNAUTHORIZED", "missing or wrong API key (send Authorization: Bearer <key>)");
+      }
+      const { handler, params } = router.match(method, url.pathname);
+      const result = await handler({ req, res, url, params });
+      status = result?.status ?? 200;
+      if (result) send(res, status, result.body);
+      else status = res.statusCode;
+    } catch (err) {
+      const e = err instanceof AgentboxError ? err : new AgentboxError("INTERNAL", (err as Error).message ?? String(err));
+      if (e.code === "INTERNAL") log(`internal error on ${method} ${req.url}: ${(err as Error).stack ?? String(err)}`);
+      status = ERROR_CODES[e.code];
+      if (!res.headersSent) send(res, status, e.toBody());
+      else res.destroy();
+      // Drain what is left of a body we refused so the connection can be reused or closed cleanly.
+      req.resume();
+    } finally {
+      metrics.countRequest(method, status);
+    }
+  }
+
+  // Find the sandboxes of an earlier server before accepting requests.
+  await runtime.connect();
+  runtimeUp = true;
+
+  const reaper = setInterval(() => {
+    void sandboxes
+      .reap()
+      .then(() => (runtimeUp = true))
+      .catch((err: Error) => {
+        runtimeUp = false;
+        log(`reaper: ${err.message}`);
+      });
+  }, config.reaperIntervalMs);
+  reaper.unref();
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.port, config.host, () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+
+  return {
+    url: `http://${host}:${address.port}`,
+    apiKey,
+    apiKeyFile,
+    dataDir: config.dataDir,
+    close: async () => {
+      clearInterval(reaper);
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      await runtime.close(!config.keepRuntime);
+      store.close();
+    },
+  };
+}
