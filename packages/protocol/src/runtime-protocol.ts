@@ -11,6 +11,14 @@ import { ExecRequest, ExecResult } from "./api.js";
 
 export const RUNTIME_PROTOCOL_VERSION = 1;
 
+/** Frame cap for what the runtime accepts (requests carry at most a 16 MiB HTTP body). */
+export const RUNTIME_MAX_REQUEST_FRAME_BYTES = 64 * 1024 * 1024;
+/**
+ * Frame cap for what the server accepts from its runtime: an exec result carries
+ * up to 2 × 64 MiB of output, which JSON may escape up to 6× (NUL becomes \u0000).
+ */
+export const RUNTIME_MAX_RESPONSE_FRAME_BYTES = 1024 * 1024 * 1024;
+
 export const Hello = z.object({
   type: z.literal("hello"),
   protocolVersion: z.number().int(),

@@ -7,6 +7,7 @@ import {
   AgentboxError,
   ErrorFrame,
   Hello,
+  RUNTIME_MAX_RESPONSE_FRAME_BYTES,
   RUNTIME_PROTOCOL_VERSION,
   ResponseFrame,
   isErrorCode,
@@ -56,6 +57,7 @@ export class RuntimeClient {
           if (!client) reject(new AgentboxError("RUNTIME_UNAVAILABLE", `runtime closed the connection${reason ? `: ${reason.message}` : ""}`));
           else client.lost();
         },
+        RUNTIME_MAX_RESPONSE_FRAME_BYTES,
       );
       conn.send({ type: "hello", protocolVersion });
     });

@@ -8,6 +8,7 @@ import { createServer, type Server } from "node:net";
 import {
   AgentboxError,
   Hello,
+  RUNTIME_MAX_REQUEST_FRAME_BYTES,
   RUNTIME_PROTOCOL_VERSION,
   RequestFrame,
   RuntimeMethods,
@@ -90,6 +91,7 @@ export class RuntimeServer {
         void this.handle(conn, message);
       },
       () => undefined,
+      RUNTIME_MAX_REQUEST_FRAME_BYTES,
     );
   }
 

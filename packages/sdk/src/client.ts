@@ -76,6 +76,18 @@ export class Sandboxes {
     return new Sandbox(this.http, info);
   }
 
+  /** Delete a sandbox by id without fetching it first; throws SANDBOX_NOT_FOUND if there is none. */
+  async delete(id: string): Promise<void> {
+    await this.http.request<unknown>("DELETE", `/v1/sandboxes/${encodeURIComponent(id)}`);
+  }
+
+  /** Make a sandbox expire `seconds` from now, by id; returns its updated state. */
+  setTimeout(id: string, seconds: number): Promise<SandboxInfo> {
+    return this.http.request<SandboxInfo>("POST", `/v1/sandboxes/${encodeURIComponent(id)}/timeout`, {
+      body: { timeoutSeconds: seconds },
+    });
+  }
+
   async list(options: ListSandboxesOptions = {}): Promise<Sandbox[]> {
     const query = new URLSearchParams();
     if (options.status !== undefined) query.append("status", options.status);

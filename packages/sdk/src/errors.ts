@@ -48,6 +48,8 @@ export class AgentboxApiError extends Error {
 }
 
 /** True when `e` is an error thrown by the SDK (and, if given, has that code). */
+export function isAgentboxError(e: unknown): e is AgentboxApiError;
+export function isAgentboxError<C extends SdkErrorCode>(e: unknown, code: C): e is AgentboxApiError & { readonly code: C };
 export function isAgentboxError(e: unknown, code?: SdkErrorCode): e is AgentboxApiError {
   return e instanceof AgentboxApiError && (code === undefined || e.code === code);
 }

@@ -9,10 +9,15 @@ export async function readJson(req: IncomingMessage, limit = MAX_JSON_BODY_BYTES
   if (declared > limit) throw new AgentboxError("PAYLOAD_TOO_LARGE", `request body exceeds ${limit} bytes`, { limit });
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) throw new AgentboxError("PAYLOAD_TOO_LARGE", `request body exceeds ${limit} bytes`, { limit });
-    chunks.push(chunk);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) throw new AgentboxError("PAYLOAD_TOO_LARGE", `request body exceeds ${limit} bytes`, { limit });
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    if (err instanceof AgentboxError) throw err;
+    throw new AgentboxError("INVALID_REQUEST", "body: the client closed the connection before sending it all");
   }
   if (size === 0) return {};
   const text = Buffer.concat(chunks).toString("utf8");

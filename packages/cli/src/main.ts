@@ -1,0 +1,37 @@
+#!/usr/bin/env node
+/** The `agentbox` command. */
+import { Command } from "commander";
+import { DEFAULT_URL } from "@agentbox/sdk";
+import { execCommand } from "./commands/exec.js";
+import { sandboxCommand } from "./commands/sandbox.js";
+import { serveCommand } from "./commands/serve.js";
+
+export function buildProgram(): Command {
+  const program = new Command("agentbox")
+    .description("Self-hostable sandboxes for AI agents: run the server, manage sandboxes, run commands in them")
+    .version("0.1.0")
+    .option("--url <url>", `server URL (env AGENTBOX_URL, default ${DEFAULT_URL})`)
+    .option("--api-key <key>", "API key (env AGENTBOX_API_KEY; for a server on this machine, read from <data dir>/api-key)")
+    .option("--json", "print machine-readable JSON (errors too, as {\"error\":{code,message}} on stdout)")
+    .showSuggestionAfterError()
+    .addHelpText(
+      "after",
+      `
+Global options may also be given after the command (agentbox sandbox list --json).
+Errors are printed to stderr as "error: CODE: message" and exit with code 1.
+
+Examples:
+  $ agentbox serve                                   # start a server on 127.0.0.1:7878
+  $ SB=$(agentbox sandbox create)                    # in another terminal
+  $ agentbox exec $SB -- uname -a
+  $ agentbox exec $SB -- 'echo hello > greeting && cat greeting'
+  $ agentbox sandbox rm $SB
+  $ agentbox --url https://agentbox.example.com --api-key "$KEY" sandbox list`,
+    );
+  program.addCommand(serveCommand());
+  program.addCommand(sandboxCommand());
+  program.addCommand(execCommand());
+  return program;
+}
+
+await buildProgram().parseAsync(process.argv);

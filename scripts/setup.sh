@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what agentbox needs on this machine, then builds it. Safe to run again:
+# every step is skipped when already done. Called by `npm start`, `npm test` and `npm run bench`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  say "Node.js 20 or newer is required (found $(node --version))"; exit 1
+fi
+
+# System packages: bubblewrap (sandboxes), util-linux (mount, nsenter), a C compiler (the enter helper).
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v mount >/dev/null 2>&1 || missing+=(mount)
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${missing[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    say "missing system packages: ${missing[*]}"
+    say "install them as root (e.g. 'sudo apt-get install ${missing[*]}') and run this again"
+    exit 1
+  fi
+fi
+
+# npm dependencies: install when absent or when the lock file changed since the last install.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm dependencies"
+  if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >&2; else npm install --no-audit --no-fund >&2; fi
+fi
+
+say "building"
+npm run --silent build >&2
