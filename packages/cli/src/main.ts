@@ -6,7 +6,7 @@ import { execCommand } from "./commands/exec.js";
 import { sandboxCommand } from "./commands/sandbox.js";
 import { serveCommand } from "./commands/serve.js";
 
-export function buildProgram(): Command {
+function buildProgram(): Command {
   const program = new Command("agentbox")
     .description("Self-hostable sandboxes for AI agents: run the server, manage sandboxes, run commands in them")
     .version("0.1.0")

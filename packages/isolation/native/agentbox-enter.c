@@ -3,11 +3,13 @@
  * instruction of the sandbox's.
  *
  *   agentbox-enter [--cgroup PROCS_FILE]... --uid N --gid N
+ *                  [--overlay LOWER:UPPER:WORK:TARGET --root-fd N]
  *                  [--target PID --cwd DIR] -- PROGRAM [ARG]...
  *
- * Without --target (used to start a sandbox's namespace holder): join the
- * given cgroups, drop every group, switch to the unprivileged host uid/gid,
- * set no_new_privs and exec PROGRAM (bubblewrap).
+ * Without --target (used to start a sandbox's namespace holder): mount the
+ * sandbox's overlay root filesystem (if asked) and leave it open on fd N for
+ * bubblewrap's --bind-fd, join the given cgroups, drop every group, switch to
+ * the unprivileged host uid/gid, set no_new_privs and exec PROGRAM (bubblewrap).
  *
  * With --target (used for every command of a sandbox): join the cgroups,
  * drop groups, join all namespaces of PID (user last, as the privileged
@@ -31,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -75,7 +78,8 @@ static void forward(int sig) {
 int main(int argc, char **argv) {
   const char *cgroups[MAX_CGROUPS];
   int ncgroups = 0;
-  const char *target = NULL, *cwd = "/";
+  const char *target = NULL, *cwd = "/", *overlay = NULL;
+  int root_fd = -1;
   long uid = -1, gid = -1;
   int i = 1;
   for (; i < argc; i++) {
@@ -84,12 +88,31 @@ int main(int argc, char **argv) {
     if (strcmp(argv[i], "--cgroup") == 0 && ncgroups < MAX_CGROUPS) cgroups[ncgroups++] = argv[++i];
     else if (strcmp(argv[i], "--target") == 0) target = argv[++i];
     else if (strcmp(argv[i], "--cwd") == 0) cwd = argv[++i];
+    else if (strcmp(argv[i], "--overlay") == 0) overlay = argv[++i];
+    else if (strcmp(argv[i], "--root-fd") == 0) root_fd = (int)strtol(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--uid") == 0) uid = strtol(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--gid") == 0) gid = strtol(argv[++i], NULL, 10);
     else usage();
   }
   if (i >= argc || uid < 0 || gid < 0) usage();
   char **program = &argv[i];
+
+  if (overlay) {
+    /* LOWER:UPPER:WORK:TARGET; paths are made by the runtime and hold no colon. */
+    char *spec = strdup(overlay);
+    char *lower = strtok(spec, ":"), *upper = strtok(NULL, ":"), *work = strtok(NULL, ":"), *dest = strtok(NULL, ":");
+    if (!lower || !upper || !work || !dest || root_fd < 3) usage();
+    char options[4096];
+    if ((size_t)snprintf(options, sizeof options, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work) >= sizeof options) usage();
+    if (mount("overlay", dest, "overlay", 0, options) != 0) die("mount overlay");
+    int fd = open(dest, O_PATH | O_DIRECTORY);
+    if (fd < 0) die(dest);
+    if (fd != root_fd) {
+      if (dup2(fd, root_fd) < 0) die("dup2");
+      close(fd);
+    }
+    free(spec);
+  }
 
   for (int c = 0; c < ncgroups; c++) write_pid(cgroups[c]);
   /* Supplementary groups of root (gid 0 and others) must not follow us in. */

@@ -5,12 +5,12 @@
  * holder's namespaces before they run.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, openSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { SandboxLimits } from "@agentbox/protocol";
 import type { CgroupDriver, CgroupGroup, SandboxCgroup } from "./cgroups.js";
 import { SANDBOX_GID, SANDBOX_HOME, SANDBOX_UID, SANDBOX_USER, type HostImage } from "./host-image.js";
-import { mountRootfs, rootfsPaths, unmountRootfs, type RootfsPaths } from "./overlay-rootfs.js";
+import { prepareRootfs, rootfsPaths, unmountRootfs, type RootfsPaths } from "./overlay-rootfs.js";
 import { ENTER_HELPER } from "./system-tools.js";
 
 export interface LocalSandboxOptions {
@@ -40,6 +40,8 @@ export const BASE_ENV: Readonly<Record<string, string>> = {
   HOSTNAME: "sandbox",
 };
 
+const MAX_SPARE_GROUPS = 8;
+
 export interface SpawnInSandbox {
   argv: string[];
   /** Working directory inside the sandbox. */
@@ -53,6 +55,9 @@ export class LocalSandbox {
   private initPid = 0;
   private readonly rootfs: RootfsPaths;
   private exited: Promise<void> = Promise.resolve();
+  /** Empty command groups kept for reuse: creating a cgroup costs more than the command itself. */
+  private readonly spareGroups: CgroupGroup[] = [];
+  private groupCounter = 0;
 
   private constructor(private readonly opts: LocalSandboxOptions) {
     this.id = opts.id;
@@ -83,10 +88,10 @@ export class LocalSandbox {
 
   private async boot(): Promise<void> {
     const { opts } = this;
-    await mountRootfs(this.rootfs, opts.image.skeleton, opts.hostUid, opts.workdir);
-    const rootFd = openSync(this.rootfs.merged, "r");
+    const overlay = prepareRootfs(this.rootfs, opts.image.skeleton, opts.hostUid, opts.workdir);
     const holderGroup = this.cgroup.child("holder");
     const args = [
+      "--overlay", overlay, "--root-fd", "3",
       ...holderGroup.procsFiles.flatMap((f) => ["--cgroup", f]),
       "--uid", String(opts.hostUid), "--gid", String(opts.hostUid), "--",
       opts.bwrap,
@@ -102,10 +107,9 @@ export class LocalSandbox {
       "--", "sleep", "infinity",
     ];
     const holder = spawn(ENTER_HELPER, args, {
-      stdio: ["ignore", "ignore", "pipe", rootFd, "pipe"],
+      stdio: ["ignore", "ignore", "pipe", "ignore", "pipe"],
       env: {},
     });
-    closeSync(rootFd);
     this.holder = holder;
     this.exited = new Promise((resolve) => holder.once("exit", () => resolve()));
     let stderr = "";
@@ -143,6 +147,18 @@ export class LocalSandbox {
       "--cwd", spec.cwd,
       "--", ...spec.argv,
     ];
+  }
+
+  /** A fresh (empty) child cgroup for one command and everything it starts. */
+  acquireGroup(): CgroupGroup {
+    return this.spareGroups.pop() ?? this.cgroup.child(`cmd-${++this.groupCounter}`);
+  }
+
+  /** Kill whatever is left in a command's group, then keep the empty group for the next command. */
+  async releaseGroup(group: CgroupGroup): Promise<void> {
+    await group.kill();
+    if (this.spareGroups.length < MAX_SPARE_GROUPS && this.alive) this.spareGroups.push(group);
+    else group.remove();
   }
 
   /** Host pid of the sandbox's pid 1 (for tests and diagnostics). */

@@ -3,7 +3,6 @@
  * enforce its timeout, and kill everything it left behind when it returns.
  */
 import { spawn } from "node:child_process";
-import { randomUUID } from "node:crypto";
 import { posix } from "node:path";
 import { DEFAULT_OUTPUT_CAP_BYTES, type ExecRequest, type ExecResult, type ExitReason } from "@agentbox/protocol";
 import { BASE_ENV, type LocalSandbox } from "@agentbox/isolation";
@@ -26,7 +25,8 @@ export async function runExec(ctx: ExecContext, request: ExecRequest): Promise<E
   const argv = request.argv ?? ["/bin/sh", "-c", request.command!];
   const cwd = resolveCwd(request.cwd, ctx.defaultCwd);
   const env = { ...BASE_ENV, ...ctx.env, ...request.env };
-  const group = ctx.sandbox.cgroup.child(`exec-${randomUUID().slice(0, 12)}`);
+  const group = ctx.sandbox.acquireGroup();
+  const oomBefore = group.oomKills();
   const cap = request.maxOutputBytes ?? DEFAULT_OUTPUT_CAP_BYTES;
   const stdout = new CappedBuffer(cap);
   const stderr = new CappedBuffer(cap);
@@ -53,9 +53,9 @@ export async function runExec(ctx: ExecContext, request: ExecRequest): Promise<E
     child.once("exit", (c, s) => resolve({ code: c, signal: s }));
   });
   if (timer) clearTimeout(timer);
-  const oomKilled = group.oomKills() > 0;
+  const oomKilled = group.oomKills() > oomBefore;
   // Background children die with the call; then their pipe ends close too.
-  await group.kill();
+  await ctx.sandbox.releaseGroup(group);
   await new Promise<void>((resolve) => {
     if (child.stdout.readableEnded && child.stderr.readableEnded) return resolve();
     let open = 2;
@@ -63,7 +63,6 @@ export async function runExec(ctx: ExecContext, request: ExecRequest): Promise<E
     child.stdout.once("close", done);
     child.stderr.once("close", done);
   });
-  group.remove();
 
   // A shell may survive the OOM kill of its child and exit 137 itself: still an OOM.
   if (reason === undefined && oomKilled) reason = "oom";

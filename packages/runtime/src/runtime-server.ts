@@ -31,6 +31,7 @@ export interface RuntimeServerOptions {
 
 export class RuntimeServer {
   private server: Server | undefined;
+  private readonly sockets = new Set<import("node:net").Socket>();
   private readonly handlers: Record<RuntimeMethod, Handler>;
 
   constructor(private readonly opts: RuntimeServerOptions) {
@@ -60,11 +61,16 @@ export class RuntimeServer {
     chmodSync(this.opts.socketPath, 0o600);
   }
 
+  /** Stop listening and drop every connection (a connected server must not keep us alive). */
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    const closed = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    for (const socket of this.sockets) socket.destroy();
+    await closed;
   }
 
   private accept(socket: import("node:net").Socket): void {
+    this.sockets.add(socket);
+    socket.once("close", () => this.sockets.delete(socket));
     let greeted = false;
     const conn = new FramedConnection(
       socket,

@@ -71,12 +71,12 @@ describe("HTTP transport", () => {
   it("keeps an unknown server code in serverCode and derives code from the status", async () => {
     await using server = await startFakeServer(() => ({
       status: 409,
-      body: { error: { code: "SESSION_TERMINATED", message: "the session ended" } },
+      body: { error: { code: "FUTURE_CODE_NOT_IN_REGISTRY", message: "the session ended" } },
     }));
     const client = new Agentbox({ url: server.url, apiKey: "k" });
     await assert.rejects(client.sandboxes.get("a"), (e: unknown) => {
       assert.ok(isAgentboxError(e, "CONFLICT"));
-      assert.equal(e.serverCode, "SESSION_TERMINATED");
+      assert.equal(e.serverCode, "FUTURE_CODE_NOT_IN_REGISTRY");
       assert.equal(e.status, 409);
       return true;
     });

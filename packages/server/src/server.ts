@@ -106,10 +106,19 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   }, config.reaperIntervalMs);
   reaper.unref();
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(config.port, config.host, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+  } catch (err) {
+    clearInterval(reaper);
+    await runtime.close(!config.keepRuntime);
+    store.close();
+    const code = (err as { code?: string }).code;
+    if (code === "EADDRINUSE") throw new Error(`${config.host}:${config.port} is already in use (is another agentbox server running? try --port)`);
+    throw err;
+  }
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
 

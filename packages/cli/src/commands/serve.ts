@@ -56,7 +56,14 @@ Examples:
 
         // Loaded here so the client commands never load the server and its native modules.
         const { startServer } = await import("@agentbox/server");
-        const server = await startServer(options);
+        let server: Awaited<ReturnType<typeof startServer>>;
+        try {
+          server = await startServer(options);
+        } catch (error) {
+          // Exit even if the failed start left handles open (a runtime link, a timer).
+          reportError(error, ctx.json);
+          process.exit(1);
+        }
         if (ctx.json) printLine(JSON.stringify({ url: server.url, apiKey: server.apiKey }));
         else {
           printLine(`agentbox listening on ${server.url}`);
