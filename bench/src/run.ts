@@ -1,1 +1,104 @@
-export {};
+/**
+ * `npm run bench`: agentbox against the floors it is built on, in one run.
+ *   (a) create a sandbox + first exec of `true`  vs  a raw bwrap sandbox running `true`
+ *   (b) exec round trip of `true` through the SDK vs  a raw child_process spawn of `true`
+ *   (c) idle memory per sandbox with N sandboxes alive
+ * Options: --quick (fewer iterations), --json (machine-readable result), --sandboxes N.
+ */
+import { parseArgs } from "node:util";
+import { Agentbox, type Sandbox } from "@agentbox/sdk";
+import { rawBwrap, rawSpawn } from "./baselines.js";
+import { descendants, findRuntimePid, pss, rss, sandboxCgroupMemory } from "./memory.js";
+import { startServerProcess } from "./server-process.js";
+import { fmt, interleave, mib, summarize, type Summary } from "./stats.js";
+
+const { values } = parseArgs({
+  options: { quick: { type: "boolean" }, json: { type: "boolean" }, sandboxes: { type: "string" } },
+});
+const quick = values.quick ?? false;
+const idleCount = Number(values.sandboxes ?? (quick ? 50 : 200));
+const log = (line: string) => {
+  if (!values.json) console.log(line);
+};
+
+function row(name: string, ours: Summary, base: Summary, baseName: string, target: number) {
+  const ratio = ours.p50 / base.p50;
+  log(`${name}`);
+  log(`  agentbox  p50 ${fmt(ours.p50)}  p95 ${fmt(ours.p95)}  (n=${ours.n})`);
+  log(`  ${baseName.padEnd(8)}  p50 ${fmt(base.p50)}  p95 ${fmt(base.p95)}`);
+  log(`  ratio p50 ${ratio.toFixed(2)}x  p95 ${(ours.p95 / base.p95).toFixed(2)}x  (target <= ${target}x: ${ratio <= target ? "met" : "MISSED"})`);
+  return { agentbox: ours, baseline: base, ratioP50: ratio, ratioP95: ours.p95 / base.p95, target, met: ratio <= target };
+}
+
+const server = await startServerProcess();
+const results: Record<string, unknown> = {};
+try {
+  const client = new Agentbox({ url: server.url, apiKey: server.apiKey });
+  // Warm-up: the first sandbox builds the host image skeleton; JIT warms up too.
+  const warm = await client.sandboxes.create();
+  for (let i = 0; i < 20; i++) await warm.exec(["true"]);
+  for (let i = 0; i < 5; i++) await rawBwrap();
+
+  log(`agentbox benchmark (${quick ? "quick" : "full"})\n`);
+
+  // (a) create + first exec
+  const created: Sandbox[] = [];
+  const [createTimes, bwrapTimes] = await interleave(
+    quick ? 15 : 40,
+    async () => {
+      const sb = await client.sandboxes.create();
+      await sb.exec(["true"]);
+      created.push(sb);
+    },
+    rawBwrap,
+  );
+  results.createAndFirstExec = row("(a) create sandbox + first exec `true`", summarize(createTimes), summarize(bwrapTimes), "raw bwrap", 3);
+  await Promise.all(created.map((s) => s.delete()));
+
+  // (b) exec round trip
+  const [execTimes, spawnTimes] = await interleave(quick ? 100 : 300, () => warm.exec(["true"]), rawSpawn);
+  log("");
+  results.execRoundTrip = row("(b) exec round trip of `true` (SDK over HTTP)", summarize(execTimes), summarize(spawnTimes), "raw spawn", 3);
+
+  // (c) idle memory
+  log("");
+  const runtimePid = findRuntimePid(server.dataDir);
+  if (!runtimePid) throw new Error("runtime process not found");
+  const runtimeBefore = rss(runtimePid);
+  const holdersBefore = new Set(descendants(runtimePid));
+  const idle: Sandbox[] = [];
+  const started = performance.now();
+  for (let i = 0; i < idleCount; i += 10) {
+    idle.push(...(await Promise.all(Array.from({ length: Math.min(10, idleCount - i) }, () => client.sandboxes.create()))));
+  }
+  const createSeconds = (performance.now() - started) / 1000;
+  await new Promise((r) => setTimeout(r, 2000));
+  const runtimeAfter = rss(runtimePid);
+  const holderPids = descendants(runtimePid).filter((p) => !holdersBefore.has(p));
+  const holdersPss = holderPids.reduce((sum, p) => sum + pss(p), 0);
+  const cgroupMemory = sandboxCgroupMemory(idle.map((s) => s.id));
+  // Conservative: holders' pages are also inside the cgroup figure, so they count twice.
+  const perSandbox = (runtimeAfter + holdersPss + cgroupMemory) / idleCount;
+  const perSandboxMarginal = (runtimeAfter - runtimeBefore + cgroupMemory) / idleCount;
+  log(`(c) idle memory with ${idleCount} sandboxes (created in ${createSeconds.toFixed(1)} s)`);
+  log(`  runtime RSS           ${mib(runtimeAfter)} (was ${mib(runtimeBefore)} with 1 sandbox)`);
+  log(`  holder processes      ${holderPids.length} processes, PSS ${mib(holdersPss)}`);
+  log(`  sandbox cgroups       ${mib(cgroupMemory)} charged`);
+  log(`  per sandbox           ${mib(perSandbox)} = (runtime RSS + holders PSS + cgroup memory) / ${idleCount}  (target <= 3 MiB: ${perSandbox <= 3 * 2 ** 20 ? "met" : "MISSED"})`);
+  log(`  per sandbox, marginal ${mib(perSandboxMarginal)} = (runtime RSS growth + cgroup memory) / ${idleCount}`);
+  results.idleMemory = {
+    sandboxes: idleCount,
+    runtimeRssBytes: runtimeAfter,
+    holderProcesses: holderPids.length,
+    holdersPssBytes: holdersPss,
+    cgroupMemoryBytes: cgroupMemory,
+    perSandboxBytes: Math.round(perSandbox),
+    perSandboxMarginalBytes: Math.round(perSandboxMarginal),
+    met: perSandbox <= 3 * 2 ** 20,
+  };
+  for (let i = 0; i < idle.length; i += 20) await Promise.all(idle.slice(i, i + 20).map((s) => s.delete()));
+  await warm.delete();
+} finally {
+  await server.stop();
+}
+if (values.json) console.log(JSON.stringify(results, null, 2));

@@ -33,6 +33,8 @@ export interface SandboxCgroup extends CgroupGroup {
 export interface CgroupDriver {
   readonly kind: "v1" | "v2" | "none";
   create(path: string, limits: SandboxLimits): SandboxCgroup;
+  /** An existing group (of an earlier runtime), without touching its limits: to kill and remove it. */
+  open(path: string): CgroupGroup;
   /** Groups of an earlier runtime under this prefix, for clean-up after a crash. */
   list(prefix: string): string[];
 }
@@ -124,6 +126,11 @@ class V1Driver implements CgroupDriver {
     return this.group(dirs, true) as SandboxCgroup;
   }
 
+  open(path: string): CgroupGroup {
+    const m = this.mounts;
+    return this.group({ memory: join(m.memory, path), pids: join(m.pids, path), cpu: join(m.cpu, path), freezer: join(m.freezer, path) }, false);
+  }
+
   private group(dirs: Record<"memory" | "pids" | "cpu" | "freezer", string>, top: boolean): CgroupGroup | SandboxCgroup {
     const freeze = (on: boolean): void => {
       try {
@@ -210,6 +217,10 @@ class V2Driver implements CgroupDriver {
     };
   }
 
+  open(path: string): CgroupGroup {
+    return this.group(join(this.root, path));
+  }
+
   private group(dir: string): CgroupGroup {
     return {
       procsFiles: [join(dir, "cgroup.procs")],
@@ -246,6 +257,9 @@ class NoCgroups implements CgroupDriver {
   create(): SandboxCgroup {
     const group: CgroupGroup = { procsFiles: [], pids: () => [], kill: async () => {}, remove: () => {}, oomKills: () => 0 };
     return { ...group, limitsOff: ["memory", "cpu", "pids"], child: () => group, memoryCurrent: () => 0 };
+  }
+  open(): CgroupGroup {
+    return this.create().child("");
   }
   list(): string[] {
     return [];

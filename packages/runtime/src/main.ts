@@ -38,6 +38,7 @@ process.on("SIGTERM", () => void stop("SIGTERM"));
 process.on("SIGINT", () => void stop("SIGINT"));
 process.on("SIGHUP", () => undefined);
 
-await manager.cleanupStale();
+// Leftovers of a runtime that died must not stop this one from serving.
+await manager.cleanupStale().catch((err: Error) => log(`clean-up of an earlier runtime's sandboxes failed: ${err.message}`));
 await server.listen();
 log(`listening on ${socketPath} (cgroups: ${manager.cgroupKind})`);

@@ -63,7 +63,7 @@ export class SandboxManager {
     chmodSync(MOUNTS_ROOT, 0o711);
     chmodSync(this.mountsDir, 0o711);
     for (const path of this.cgroups.list(this.cgroupPrefix)) {
-      const group = this.cgroups.create(path, { memoryBytes: 1 << 30, cpu: 1, pids: 64, storageBytes: 1 << 30 });
+      const group = this.cgroups.open(path);
       await group.kill();
       group.remove();
     }
