@@ -81,15 +81,29 @@ export const ExecRequest = z
     env: envMap.optional(),
     timeoutMs: z.number().int().min(1).max(MAX_EXEC_TIMEOUT_MS).optional(),
     stdin: z.string().optional(),
+    /** Binary stdin, base64-encoded (instead of `stdin`). */
+    stdinBase64: z.base64().optional(),
     maxOutputBytes: z.number().int().min(0).max(64 * 1024 * 1024).optional(),
   })
   .refine((r) => (r.command === undefined) !== (r.argv === undefined), {
     message: "exactly one of command or argv is required",
     path: ["command"],
   })
-  .refine((r) => [r.command, r.cwd, r.stdin, ...(r.argv ?? [])].every((s) => s === undefined || !s.includes("\0")), {
-    message: "must not contain NUL bytes",
-    path: ["command"],
+  .refine((r) => r.stdin === undefined || r.stdinBase64 === undefined, {
+    message: "give stdin or stdinBase64, not both",
+    path: ["stdinBase64"],
+  })
+  .superRefine((r, ctx) => {
+    // What becomes an exec argument, a path or an environment entry cannot hold NUL.
+    const fields: Array<[string[], string | undefined]> = [
+      [["command"], r.command],
+      [["cwd"], r.cwd],
+      ...(r.argv ?? []).map((a, i): [string[], string] => [["argv", String(i)], a]),
+      ...Object.entries(r.env ?? {}).map(([k, v]): [string[], string] => [["env", k], v]),
+    ];
+    for (const [path, value] of fields) {
+      if (value?.includes("\0")) ctx.addIssue({ code: "custom", message: "must not contain NUL bytes", path });
+    }
   });
 export type ExecRequest = z.input<typeof ExecRequest>;
 

@@ -37,6 +37,7 @@ export async function runExec(ctx: ExecContext, request: ExecRequest): Promise<E
   child.stderr.on("data", (d: Buffer) => stderr.push(d));
   child.stdin.on("error", () => undefined); // the command may exit without reading stdin
   if (request.stdin !== undefined) child.stdin.end(request.stdin);
+  else if (request.stdinBase64 !== undefined) child.stdin.end(Buffer.from(request.stdinBase64, "base64"));
   else child.stdin.end();
 
   let reason: ExitReason | undefined;

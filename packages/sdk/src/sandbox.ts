@@ -15,8 +15,8 @@ export interface ExecOptions {
   cwd?: string;
   /** Variables layered on top of the sandbox's environment. */
   env?: Record<string, string>;
-  /** Text written to the command's stdin, which is then closed. */
-  stdin?: string;
+  /** Written to the command's stdin, which is then closed. Bytes are sent base64-encoded. */
+  stdin?: string | Uint8Array;
   /** Kill the command (and its children) after this long; the result then has `reason: "timeout"`. */
   timeoutMs?: number;
   /** Cap on each of stdout and stderr; what is cut is flagged in `truncated`. */
@@ -64,7 +64,9 @@ export class Sandbox {
     const { signal, ...rest } = options;
     const body: ExecRequest = typeof commandOrArgv === "string" ? { command: commandOrArgv } : { argv: [...commandOrArgv] };
     for (const [key, value] of Object.entries(rest)) {
-      if (value !== undefined) (body as Record<string, unknown>)[key] = value;
+      if (value === undefined) continue;
+      if (key === "stdin" && value instanceof Uint8Array) body.stdinBase64 = Buffer.from(value).toString("base64");
+      else (body as Record<string, unknown>)[key] = value;
     }
     // The request must outlive the command: no client timeout unless the exec has one.
     const timeoutMs = options.timeoutMs !== undefined ? options.timeoutMs + EXEC_TIMEOUT_GRACE_MS : null;

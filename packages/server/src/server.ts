@@ -52,6 +52,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   sandboxes = new SandboxService(store, runtime, log);
   const metrics = new Metrics();
   let runtimeUp = false;
+  let ready = false;
 
   const router = new Router();
   router.get("/healthz", () => ({ body: { status: "ok", version: SERVER_VERSION } }));
@@ -69,6 +70,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     const method = req.method ?? "GET";
     let status = 500;
     try {
+      if (!ready) throw new AgentboxError("RUNTIME_UNAVAILABLE", "the server is starting; retry in a moment");
       const url = new URL(req.url ?? "/", "http://localhost");
       if (url.pathname !== "/healthz" && !keyMatches(apiKey, bearer(req, url))) {
         throw new AgentboxError("UNAUTHORIZED", "missing or wrong API key (send Authorization: Bearer <key>)");
@@ -91,8 +93,31 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     }
   }
 
-  // Find the sandboxes of an earlier server before accepting requests.
-  await runtime.connect();
+  // Listen first, so a busy port fails before anything is started; requests wait
+  // until the runtime is connected and the store reconciled with it.
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+  } catch (err) {
+    store.close();
+    if ((err as { code?: string }).code === "EADDRINUSE") {
+      throw new AgentboxError("CONFLICT", `${config.host}:${config.port} is already in use (is another agentbox server running? try --port)`);
+    }
+    throw err;
+  }
+  try {
+    await runtime.connect();
+  } catch (err) {
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+    store.close();
+    throw err;
+  }
+  ready = true;
   runtimeUp = true;
 
   const reaper = setInterval(() => {
@@ -106,19 +131,6 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   }, config.reaperIntervalMs);
   reaper.unref();
 
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(config.port, config.host, () => resolve());
-    });
-  } catch (err) {
-    clearInterval(reaper);
-    await runtime.close(!config.keepRuntime);
-    store.close();
-    const code = (err as { code?: string }).code;
-    if (code === "EADDRINUSE") throw new Error(`${config.host}:${config.port} is already in use (is another agentbox server running? try --port)`);
-    throw err;
-  }
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
 

@@ -40,6 +40,14 @@ describe("stateless exec", () => {
     assert.equal(none.exitCode, 0);
   });
 
+  test("binary stdin arrives byte-exact through stdinBase64", async () => {
+    const bytes = Buffer.from([0, 1, 2, 0xff, 0xfe, 0x80, 10, 0]);
+    const r = await h.exec(id, { command: "od -An -tx1 | tr -s ' '", stdinBase64: bytes.toString("base64") });
+    assert.equal(r.stdout, " 00 01 02 ff fe 80 0a 00\n");
+    const nul = await h.exec(id, { command: "wc -c", stdin: "a\u0000b" });
+    assert.equal(nul.stdout.trim(), "3");
+  });
+
   test("env and cwd: defaults, sandbox env, per-call env, relative cwd", async () => {
     const r = await h.exec(id, { command: 'echo "$SANDBOX_VAR $CALL_VAR $HOME $USER"; pwd', env: { CALL_VAR: "per-call" } });
     assert.equal(r.stdout, "from-create per-call /home/user user\n/workspace\n");

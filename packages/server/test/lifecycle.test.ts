@@ -4,6 +4,7 @@ import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { startServer } from "../src/index.js";
 import { startHarness, type Harness } from "./harness.js";
 
 describe("sandbox lifecycle", () => {
@@ -141,6 +142,10 @@ describe("bad input", () => {
       ["POST", `/v1/sandboxes/${id}/exec`, {}, /^command: exactly one of command or argv/],
       ["POST", `/v1/sandboxes/${id}/exec`, { command: "true", argv: ["true"] }, /^command: exactly one/],
       ["POST", `/v1/sandboxes/${id}/exec`, { command: "echo \u0000" }, /^command: must not contain NUL/],
+      ["POST", `/v1/sandboxes/${id}/exec`, { argv: ["ls", "a\u0000b"] }, /^argv\.1: must not contain NUL/],
+      ["POST", `/v1/sandboxes/${id}/exec`, { command: "true", env: { A: "x\u0000" } }, /^env\.A: must not contain NUL/],
+      ["POST", `/v1/sandboxes/${id}/exec`, { command: "true", stdin: "a", stdinBase64: "YQ==" }, /^stdinBase64: give stdin or stdinBase64/],
+      ["POST", `/v1/sandboxes/${id}/exec`, { command: "true", stdinBase64: "not base64!" }, /^stdinBase64: /],
       ["POST", `/v1/sandboxes/${id}/exec`, { argv: [] }, /^argv: /],
       ["POST", `/v1/sandboxes/${id}/exec`, { command: "true", timeoutMs: 0 }, /^timeoutMs: /],
       ["POST", `/v1/sandboxes/${id}/timeout`, {}, /^timeoutSeconds: /],
@@ -208,6 +213,25 @@ describe("bad input", () => {
     assert.equal(res.status, 200);
     assert.match(res.body, /^agentbox_sandboxes\{status="ready"\} [1-9]/m);
     assert.match(res.body, /^agentbox_runtime_up 1$/m);
+  });
+});
+
+describe("start-up", () => {
+  test("a busy port is a clear error and starts no runtime", async () => {
+    const h = await startHarness();
+    const port = Number(new URL(h.server.url).port);
+    const dataDir = mkdtempSync(join(tmpdir(), "agentbox-busy-"));
+    try {
+      await assert.rejects(startServer({ port, dataDir }), (err: any) => {
+        assert.equal(err.code, "CONFLICT");
+        assert.match(err.message, /already in use/);
+        return true;
+      });
+      assert.equal(existsSync(join(dataDir, "runtime.sock")), false);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+      await h.close();
+    }
   });
 });
 

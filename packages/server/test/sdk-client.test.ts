@@ -72,11 +72,13 @@ describe("SDK against a real server", () => {
       assert.ok(expires2 >= after + 900_000 && expires2 <= Date.now() + 900_000, `expiresAt ${byId.expiresAt} not 900 s from now`);
     });
 
-    test("delete sets status deleted, and the sandbox stays listed as deleted", async () => {
+    test("delete sets status deleted; the record stays readable but leaves the default list", async () => {
       const doomed = await client.sandboxes.create({ metadata: { suite: "sdk-delete" } });
       await doomed.delete();
       assert.equal(doomed.status, "deleted");
       assert.equal((await client.sandboxes.get(doomed.id)).status, "deleted");
+      assert.deepEqual((await client.sandboxes.list({ metadata: { suite: "sdk-delete" } })).map((s) => s.id), []);
+      assert.deepEqual((await client.sandboxes.list({ status: "deleted", metadata: { suite: "sdk-delete" } })).map((s) => s.id), [doomed.id]);
       const exec = await sdkError(doomed.exec("true"));
       assert.equal(exec.code, "SANDBOX_NOT_READY");
       assert.equal(exec.status, 409);

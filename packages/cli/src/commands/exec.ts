@@ -22,10 +22,11 @@ export function toCommand(args: string[]): string | string[] {
   return args;
 }
 
-async function readStdin(): Promise<string> {
+/** Our whole stdin, as bytes (binary input such as a tar must arrive intact). */
+async function readStdin(): Promise<Uint8Array> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString("utf8");
+  return Buffer.concat(chunks);
 }
 
 function write(stream: NodeJS.WriteStream, text: string): Promise<void> {
