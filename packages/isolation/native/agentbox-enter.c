@@ -2,53 +2,82 @@
  * agentbox-enter: put a process into a sandbox before it runs a single
  * instruction of the sandbox's.
  *
+ * One-shot mode (for callers that spawn processes themselves, e.g. a PTY):
+ *
  *   agentbox-enter [--cgroup PROCS_FILE]... --uid N --gid N
  *                  [--overlay LOWER:UPPER:WORK:TARGET --root-fd N]
  *                  [--target PID --cwd DIR] -- PROGRAM [ARG]...
  *
- * Without --target (used to start a sandbox's namespace holder): mount the
- * sandbox's overlay root filesystem (if asked) and leave it open on fd N for
- * bubblewrap's --bind-fd, join the given cgroups, drop every group, switch to
- * the unprivileged host uid/gid, set no_new_privs and exec PROGRAM (bubblewrap).
+ * Server mode (used by the runtime for every sandbox and command):
  *
- * With --target (used for every command of a sandbox): join the cgroups,
- * drop groups, join all namespaces of PID (user last, as the privileged
- * caller), take its root, drop the whole capability bounding set while still
- * privileged inside the user namespace, switch to the sandbox uid/gid (which
- * clears the remaining capabilities), set no_new_privs, then fork so the
- * child is inside the pid namespace. The child starts a new session and execs
- * PROGRAM; the parent forwards catchable signals and exits as the child did.
+ *   agentbox-enter --serve
  *
- * It must run as root (the runtime runs it). It is written in C because
- * setns() into a user namespace is impossible from a multi-threaded process
- * such as Node, and because one exec here is much cheaper than a chain of
- * sh + setpriv + nsenter.
+ * reads spawn requests from stdin and answers on stdout (frames: a 4-byte
+ * little-endian length, then NUL-terminated "key=value" strings; the first
+ * string is the operation). It forks for each request, so the cost of
+ * starting a command does not grow with the size of the runtime (Node forks
+ * its whole address space), and reports exits. The runtime opens the pipe
+ * ends it needs through /proc/<this pid>/fd/N, then releases them.
+ *
+ *   → spawn id=I [target=PID] uid= gid= [cwd=] [overlay= root_fd=N] [info=1]
+ *           [stdin=null] cgroup=F... argv=A... env=K=V...
+ *   ← started id=I pid=P stdin=N stdout=N stderr=N [info=N]
+ *   → release id=I          (the runtime has opened its ends: close ours)
+ *   ← exit id=I status=S    (raw wait status)
+ *
+ * What entering means. Without a target (starting a sandbox's namespace
+ * holder): mount the sandbox's overlay root filesystem (if asked) and leave
+ * it open on fd N for bubblewrap's --bind-fd, join the cgroups, drop every
+ * group, switch to the unprivileged host uid/gid, set no_new_privs and exec
+ * PROGRAM (bubblewrap). With a target (every command of a sandbox): join the
+ * cgroups, drop groups, join all namespaces of PID (user last, while
+ * privileged), take its root, drop the whole capability bounding set while
+ * still privileged inside the user namespace, switch to the sandbox uid/gid
+ * (which clears the remaining capabilities), set no_new_privs, then fork so
+ * the child is inside the pid namespace. The child starts a new session and
+ * execs PROGRAM; the parent forwards catchable signals and exits as the
+ * child did.
+ *
+ * It must run as root. It is written in C because setns() into a user
+ * namespace is impossible from a multi-threaded process such as Node.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <linux/capability.h>
 
+extern char **environ;
+
 #define MAX_CGROUPS 16
+#define MAX_FRAME (16 * 1024 * 1024)
+
+struct spec {
+  const char *cgroups[MAX_CGROUPS];
+  int ncgroups;
+  const char *target, *cwd, *overlay;
+  int root_fd;
+  long uid, gid;
+  char **argv;
+  char **env; /* NULL: keep the current environment */
+};
 
 static void die(const char *what) {
   fprintf(stderr, "agentbox-enter: %s: %s\n", what, strerror(errno));
-  _exit(125);
-}
-
-static void usage(void) {
-  fprintf(stderr, "usage: agentbox-enter [--cgroup FILE]... --uid N --gid N [--target PID --cwd DIR] -- PROGRAM [ARG]...\n");
   _exit(125);
 }
 
@@ -75,55 +104,42 @@ static void forward(int sig) {
   if (child > 0) kill(child, sig);
 }
 
-int main(int argc, char **argv) {
-  const char *cgroups[MAX_CGROUPS];
-  int ncgroups = 0;
-  const char *target = NULL, *cwd = "/", *overlay = NULL;
-  int root_fd = -1;
-  long uid = -1, gid = -1;
-  int i = 1;
-  for (; i < argc; i++) {
-    if (strcmp(argv[i], "--") == 0) { i++; break; }
-    if (i + 1 >= argc) usage();
-    if (strcmp(argv[i], "--cgroup") == 0 && ncgroups < MAX_CGROUPS) cgroups[ncgroups++] = argv[++i];
-    else if (strcmp(argv[i], "--target") == 0) target = argv[++i];
-    else if (strcmp(argv[i], "--cwd") == 0) cwd = argv[++i];
-    else if (strcmp(argv[i], "--overlay") == 0) overlay = argv[++i];
-    else if (strcmp(argv[i], "--root-fd") == 0) root_fd = (int)strtol(argv[++i], NULL, 10);
-    else if (strcmp(argv[i], "--uid") == 0) uid = strtol(argv[++i], NULL, 10);
-    else if (strcmp(argv[i], "--gid") == 0) gid = strtol(argv[++i], NULL, 10);
-    else usage();
+static void mount_overlay(const char *overlay, int root_fd) {
+  /* LOWER:UPPER:WORK:TARGET; paths are made by the runtime and hold no colon. */
+  char *spec = strdup(overlay);
+  char *lower = strtok(spec, ":"), *upper = strtok(NULL, ":"), *work = strtok(NULL, ":"), *dest = strtok(NULL, ":");
+  if (!lower || !upper || !work || !dest || root_fd < 3) {
+    fprintf(stderr, "agentbox-enter: bad overlay spec\n");
+    _exit(125);
   }
-  if (i >= argc || uid < 0 || gid < 0) usage();
-  char **program = &argv[i];
-
-  if (overlay) {
-    /* LOWER:UPPER:WORK:TARGET; paths are made by the runtime and hold no colon. */
-    char *spec = strdup(overlay);
-    char *lower = strtok(spec, ":"), *upper = strtok(NULL, ":"), *work = strtok(NULL, ":"), *dest = strtok(NULL, ":");
-    if (!lower || !upper || !work || !dest || root_fd < 3) usage();
-    char options[4096];
-    if ((size_t)snprintf(options, sizeof options, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work) >= sizeof options) usage();
-    if (mount("overlay", dest, "overlay", 0, options) != 0) die("mount overlay");
-    int fd = open(dest, O_PATH | O_DIRECTORY);
-    if (fd < 0) die(dest);
-    if (fd != root_fd) {
-      if (dup2(fd, root_fd) < 0) die("dup2");
-      close(fd);
-    }
-    free(spec);
+  char options[4096];
+  if ((size_t)snprintf(options, sizeof options, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work) >= sizeof options) {
+    fprintf(stderr, "agentbox-enter: overlay paths too long\n");
+    _exit(125);
   }
+  if (mount("overlay", dest, "overlay", 0, options) != 0) die("mount overlay");
+  int fd = open(dest, O_PATH | O_DIRECTORY);
+  if (fd < 0) die(dest);
+  if (fd != root_fd) {
+    if (dup2(fd, root_fd) < 0) die("dup2");
+    close(fd);
+  }
+  free(spec);
+}
 
-  for (int c = 0; c < ncgroups; c++) write_pid(cgroups[c]);
+/* Enter the sandbox described by `s` and exec its program. Never returns. */
+static void enter(const struct spec *s) {
+  if (s->overlay) mount_overlay(s->overlay, s->root_fd);
+  for (int c = 0; c < s->ncgroups; c++) write_pid(s->cgroups[c]);
   /* Supplementary groups of root (gid 0 and others) must not follow us in. */
   if (setgroups(0, NULL) != 0) die("setgroups");
 
-  if (target) {
+  if (s->target) {
     static const char *order[] = {"ns/ipc", "ns/uts", "ns/net", "ns/pid", "ns/cgroup", "ns/mnt"};
     int fds[6];
-    for (int n = 0; n < 6; n++) fds[n] = open_ns(target, order[n]);
-    int userfd = open_ns(target, "ns/user");
-    int rootfd = open_ns(target, "root");
+    for (int n = 0; n < 6; n++) fds[n] = open_ns(s->target, order[n]);
+    int userfd = open_ns(s->target, "ns/user");
+    int rootfd = open_ns(s->target, "root");
     for (int n = 0; n < 6; n++) {
       if (setns(fds[n], 0) != 0) die(order[n]);
       close(fds[n]);
@@ -137,32 +153,33 @@ int main(int argc, char **argv) {
       if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) die("capbset");
     }
   }
-  if (setresgid(gid, gid, gid) != 0) die("setresgid");
-  if (setresuid(uid, uid, uid) != 0) die("setresuid");
+  if (setresgid(s->gid, s->gid, s->gid) != 0) die("setresgid");
+  if (setresuid(s->uid, s->uid, s->uid) != 0) die("setresuid");
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs");
+  if (s->env) environ = s->env;
 
-  if (!target) {
-    execvp(program[0], program);
-    die(program[0]);
+  if (!s->target) {
+    execvp(s->argv[0], s->argv);
+    die(s->argv[0]);
   }
 
-  if (chdir(cwd) != 0) {
-    fprintf(stderr, "agentbox-enter: cannot change directory to %s: %s\n", cwd, strerror(errno));
+  if (chdir(s->cwd ? s->cwd : "/") != 0) {
+    fprintf(stderr, "agentbox-enter: cannot change directory to %s: %s\n", s->cwd, strerror(errno));
     _exit(126);
   }
   child = fork();
   if (child < 0) die("fork");
   if (child == 0) {
     setsid();
-    execvp(program[0], program);
+    execvp(s->argv[0], s->argv);
     int err = errno;
-    fprintf(stderr, "agentbox-enter: %s: %s\n", program[0], strerror(err));
+    fprintf(stderr, "agentbox-enter: %s: %s\n", s->argv[0], strerror(err));
     _exit(err == ENOENT ? 127 : 126);
   }
   static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGALRM};
   struct sigaction sa = {0};
   sa.sa_handler = forward;
-  for (size_t s = 0; s < sizeof forwarded / sizeof *forwarded; s++) sigaction(forwarded[s], &sa, NULL);
+  for (size_t i = 0; i < sizeof forwarded / sizeof *forwarded; i++) sigaction(forwarded[i], &sa, NULL);
   int status;
   while (waitpid(child, &status, 0) < 0) {
     if (errno != EINTR) die("waitpid");
@@ -179,4 +196,282 @@ int main(int argc, char **argv) {
   sigprocmask(SIG_UNBLOCK, &set, NULL);
   kill(getpid(), sig);
   _exit(128 + sig);
+}
+
+/* ---------------------------------------------------------------- server mode */
+
+struct job {
+  long id;
+  pid_t pid;
+  int fds[4]; /* our ends: stdin (write), stdout, stderr, info (read); -1 when none */
+  struct job *next;
+};
+
+static struct job *jobs;
+
+static void send_frame(const char *const *fields, int n) {
+  size_t len = 0;
+  for (int i = 0; i < n; i++) len += strlen(fields[i]) + 1;
+  char *buf = malloc(4 + len);
+  if (!buf) die("malloc");
+  uint32_t l = (uint32_t)len;
+  memcpy(buf, &l, 4); /* little-endian on every Linux target we build for */
+  size_t off = 4;
+  for (int i = 0; i < n; i++) {
+    size_t fl = strlen(fields[i]) + 1;
+    memcpy(buf + off, fields[i], fl);
+    off += fl;
+  }
+  for (size_t done = 0; done < off;) {
+    ssize_t w = write(1, buf + done, off - done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      _exit(0); /* the runtime is gone */
+    }
+    done += (size_t)w;
+  }
+  free(buf);
+}
+
+static void close_job_fds(struct job *j) {
+  for (int i = 0; i < 4; i++) {
+    if (j->fds[i] >= 0) close(j->fds[i]);
+    j->fds[i] = -1;
+  }
+}
+
+static void reply_error(const char *id, const char *message) {
+  char idf[64], msg[512];
+  snprintf(idf, sizeof idf, "id=%s", id);
+  snprintf(msg, sizeof msg, "error=%s: %s", message, strerror(errno));
+  const char *f[] = {"failed", idf, msg};
+  send_frame(f, 3);
+}
+
+static void handle_spawn(char **fields, int n) {
+  struct spec s = {.root_fd = -1, .uid = -1, .gid = -1};
+  const char *id = NULL;
+  int want_info = 0, stdin_null = 0;
+  char **argv = calloc((size_t)n + 1, sizeof *argv);
+  char **env = calloc((size_t)n + 1, sizeof *env);
+  int nargv = 0, nenv = 0;
+  for (int i = 1; i < n; i++) {
+    char *f = fields[i];
+    if (!strncmp(f, "id=", 3)) id = f + 3;
+    else if (!strncmp(f, "target=", 7)) s.target = f + 7;
+    else if (!strncmp(f, "uid=", 4)) s.uid = strtol(f + 4, NULL, 10);
+    else if (!strncmp(f, "gid=", 4)) s.gid = strtol(f + 4, NULL, 10);
+    else if (!strncmp(f, "cwd=", 4)) s.cwd = f + 4;
+    else if (!strncmp(f, "overlay=", 8)) s.overlay = f + 8;
+    else if (!strncmp(f, "root_fd=", 8)) s.root_fd = (int)strtol(f + 8, NULL, 10);
+    else if (!strncmp(f, "info=", 5)) want_info = 1;
+    else if (!strncmp(f, "stdin=null", 10)) stdin_null = 1;
+    else if (!strncmp(f, "cgroup=", 7) && s.ncgroups < MAX_CGROUPS) s.cgroups[s.ncgroups++] = f + 7;
+    else if (!strncmp(f, "argv=", 5)) argv[nargv++] = f + 5;
+    else if (!strncmp(f, "env=", 4)) env[nenv++] = f + 4;
+  }
+  s.argv = argv;
+  s.env = env;
+  if (!id) return;
+  if (nargv == 0 || s.uid < 0 || s.gid < 0) {
+    errno = EINVAL;
+    reply_error(id, "incomplete spawn request");
+    goto out;
+  }
+
+  int in[2] = {-1, -1}, out_[2], err_[2], info[2] = {-1, -1};
+  if ((!stdin_null && pipe2(in, O_CLOEXEC) != 0) || pipe2(out_, O_CLOEXEC) != 0 || pipe2(err_, O_CLOEXEC) != 0 ||
+      (want_info && pipe2(info, O_CLOEXEC) != 0)) {
+    reply_error(id, "pipe");
+    goto out;
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    reply_error(id, "fork");
+    close(out_[0]), close(out_[1]), close(err_[0]), close(err_[1]);
+    if (in[0] >= 0) close(in[0]), close(in[1]);
+    if (info[0] >= 0) close(info[0]), close(info[1]);
+    goto out;
+  }
+  if (pid == 0) {
+    /* Child: move our ends to high numbers first so the dup2s below cannot clobber them. */
+    int cin = stdin_null ? open("/dev/null", O_RDONLY | O_CLOEXEC) : fcntl(in[0], F_DUPFD_CLOEXEC, 10);
+    int cout = fcntl(out_[1], F_DUPFD_CLOEXEC, 10), cerr = fcntl(err_[1], F_DUPFD_CLOEXEC, 10);
+    int cinfo = want_info ? fcntl(info[1], F_DUPFD_CLOEXEC, 10) : -1;
+    if (cin < 0 || cout < 0 || cerr < 0 || dup2(cin, 0) < 0 || dup2(cout, 1) < 0 || dup2(cerr, 2) < 0) die("stdio");
+    if (cinfo >= 0 && dup2(cinfo, 4) < 0) die("info fd");
+    /* Nothing else of ours may stay open: the helper that waits for the command
+       never execs, so close-on-exec alone would keep other commands' pipes alive. */
+    if (cinfo >= 0) close(3);
+    if (syscall(SYS_close_range, cinfo >= 0 ? 5 : 3, ~0U, 0) != 0) die("close_range");
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    prctl(PR_SET_PDEATHSIG, 0);
+    enter(&s);
+  }
+  if (in[0] >= 0) close(in[0]);
+  close(out_[1]);
+  close(err_[1]);
+  if (info[1] >= 0) close(info[1]);
+  struct job *j = calloc(1, sizeof *j);
+  j->id = strtol(id, NULL, 10);
+  j->pid = pid;
+  j->fds[0] = in[1];
+  j->fds[1] = out_[0];
+  j->fds[2] = err_[0];
+  j->fds[3] = info[0];
+  j->next = jobs;
+  jobs = j;
+  char f_id[64], f_pid[32], f_in[32], f_out[32], f_err[32], f_info[32];
+  snprintf(f_id, sizeof f_id, "id=%s", id);
+  snprintf(f_pid, sizeof f_pid, "pid=%d", pid);
+  snprintf(f_in, sizeof f_in, "stdin=%d", j->fds[0]);
+  snprintf(f_out, sizeof f_out, "stdout=%d", j->fds[1]);
+  snprintf(f_err, sizeof f_err, "stderr=%d", j->fds[2]);
+  snprintf(f_info, sizeof f_info, "info=%d", j->fds[3]);
+  const char *reply[] = {"started", f_id, f_pid, f_in, f_out, f_err, f_info};
+  send_frame(reply, 7);
+out:
+  free(argv);
+  free(env);
+}
+
+static void handle_release(char **fields, int n) {
+  for (int i = 1; i < n; i++) {
+    if (strncmp(fields[i], "id=", 3)) continue;
+    long id = strtol(fields[i] + 3, NULL, 10);
+    for (struct job *j = jobs; j; j = j->next) {
+      if (j->id == id) close_job_fds(j);
+    }
+  }
+}
+
+static void reap(void) {
+  int status;
+  pid_t pid;
+  while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+    for (struct job **pp = &jobs; *pp; pp = &(*pp)->next) {
+      struct job *j = *pp;
+      if (j->pid != pid) continue;
+      char f_id[64], f_status[32];
+      snprintf(f_id, sizeof f_id, "id=%ld", j->id);
+      snprintf(f_status, sizeof f_status, "status=%d", status);
+      const char *f[] = {"exit", f_id, f_status};
+      send_frame(f, 3);
+      /* Pipe ends the runtime has not taken yet stay until it releases them. */
+      if (j->fds[0] < 0 && j->fds[1] < 0 && j->fds[2] < 0 && j->fds[3] < 0) {
+        *pp = j->next;
+        free(j);
+      } else {
+        j->pid = -1;
+      }
+      break;
+    }
+  }
+  /* Forget released jobs whose process is gone. */
+  for (struct job **pp = &jobs; *pp;) {
+    struct job *j = *pp;
+    if (j->pid < 0 && j->fds[0] < 0 && j->fds[1] < 0 && j->fds[2] < 0 && j->fds[3] < 0) {
+      *pp = j->next;
+      free(j);
+    } else {
+      pp = &j->next;
+    }
+  }
+}
+
+static int serve(void) {
+  /* Die with the runtime; its sandboxes' holders die with us (--die-with-parent). */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() == 1) return 0;
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &mask, NULL);
+  int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sfd < 0) die("signalfd");
+  fcntl(0, F_SETFD, FD_CLOEXEC);
+  fcntl(1, F_SETFD, FD_CLOEXEC);
+
+  char *buf = malloc(MAX_FRAME + 4);
+  size_t have = 0;
+  for (;;) {
+    struct pollfd p[2] = {{.fd = 0, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+    if (poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      die("poll");
+    }
+    if (p[1].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      while (read(sfd, &si, sizeof si) == sizeof si) {}
+      reap();
+    }
+    if (p[0].revents & (POLLIN | POLLHUP)) {
+      ssize_t r = read(0, buf + have, MAX_FRAME + 4 - have);
+      if (r <= 0) return 0; /* the runtime closed our stdin: stop */
+      have += (size_t)r;
+      for (;;) {
+        if (have < 4) break;
+        uint32_t len;
+        memcpy(&len, buf, 4);
+        if (len > MAX_FRAME) {
+          fprintf(stderr, "agentbox-enter: oversize frame\n");
+          return 1;
+        }
+        if (have < 4 + (size_t)len) break;
+        /* Split the payload into its NUL-terminated fields. */
+        int n = 0;
+        for (uint32_t i = 0; i < len; i++) n += buf[4 + i] == '\0';
+        char **fields = calloc((size_t)n + 1, sizeof *fields);
+        int k = 0;
+        for (uint32_t i = 0; i < len && k < n; k++) {
+          fields[k] = buf + 4 + i;
+          i += (uint32_t)strlen(fields[k]) + 1;
+        }
+        if (n > 0 && !strcmp(fields[0], "spawn")) handle_spawn(fields, n);
+        else if (n > 0 && !strcmp(fields[0], "release")) handle_release(fields, n);
+        free(fields);
+        memmove(buf, buf + 4 + len, have - 4 - len);
+        have -= 4 + len;
+      }
+    }
+  }
+}
+
+/* ---------------------------------------------------------------- one-shot mode */
+
+static void usage(void) {
+  fprintf(stderr,
+          "usage: agentbox-enter --serve\n"
+          "       agentbox-enter [--cgroup FILE]... --uid N --gid N [--overlay L:U:W:T --root-fd N]\n"
+          "                      [--target PID --cwd DIR] -- PROGRAM [ARG]...\n");
+  _exit(125);
+}
+
+int main(int argc, char **argv) {
+  if (argc == 2 && !strcmp(argv[1], "--serve")) return serve();
+  struct spec s = {.root_fd = -1, .uid = -1, .gid = -1};
+  int i = 1;
+  for (; i < argc; i++) {
+    if (strcmp(argv[i], "--") == 0) {
+      i++;
+      break;
+    }
+    if (i + 1 >= argc) usage();
+    if (strcmp(argv[i], "--cgroup") == 0 && s.ncgroups < MAX_CGROUPS) s.cgroups[s.ncgroups++] = argv[++i];
+    else if (strcmp(argv[i], "--target") == 0) s.target = argv[++i];
+    else if (strcmp(argv[i], "--cwd") == 0) s.cwd = argv[++i];
+    else if (strcmp(argv[i], "--overlay") == 0) s.overlay = argv[++i];
+    else if (strcmp(argv[i], "--root-fd") == 0) s.root_fd = (int)strtol(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--uid") == 0) s.uid = strtol(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--gid") == 0) s.gid = strtol(argv[++i], NULL, 10);
+    else usage();
+  }
+  if (i >= argc || s.uid < 0 || s.gid < 0) usage();
+  s.argv = &argv[i];
+  enter(&s);
+  return 125;
 }

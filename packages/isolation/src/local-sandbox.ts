@@ -4,14 +4,13 @@
  * agentbox-enter helper, which places them in a child cgroup and all of the
  * holder's namespaces before they run.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { SandboxLimits } from "@agentbox/protocol";
 import type { CgroupDriver, CgroupGroup, SandboxCgroup } from "./cgroups.js";
 import { SANDBOX_GID, SANDBOX_HOME, SANDBOX_UID, SANDBOX_USER, type HostImage } from "./host-image.js";
 import { prepareRootfs, rootfsPaths, unmountRootfs, type RootfsPaths } from "./overlay-rootfs.js";
-import { ENTER_HELPER } from "./system-tools.js";
+import type { SpawnedProcess, Spawner } from "./spawner.js";
 
 export interface LocalSandboxOptions {
   id: string;
@@ -28,6 +27,7 @@ export interface LocalSandboxOptions {
   cgroupPath: string;
   cgroups: CgroupDriver;
   bwrap: string;
+  spawner: Spawner;
 }
 
 /** Base environment of every command; the template's and the call's env are layered on top. */
@@ -46,12 +46,14 @@ export interface SpawnInSandbox {
   argv: string[];
   /** Working directory inside the sandbox. */
   cwd: string;
+  /** The whole environment of the process (nothing of the runtime's is added). */
+  env: Record<string, string>;
 }
 
 export class LocalSandbox {
   readonly id: string;
   readonly cgroup: SandboxCgroup;
-  private holder: ChildProcess | undefined;
+  private holder: SpawnedProcess | undefined;
   private initPid = 0;
   private readonly rootfs: RootfsPaths;
   private exited: Promise<void> = Promise.resolve();
@@ -82,39 +84,43 @@ export class LocalSandbox {
     return [...this.cgroup.limitsOff, "storage"];
   }
 
-  get alive(): boolean {
-    return this.holder !== undefined && this.holder.exitCode === null && this.holder.signalCode === null;
-  }
+  /** True from a successful boot until the holder exits. */
+  alive = false;
 
   private async boot(): Promise<void> {
     const { opts } = this;
     const overlay = prepareRootfs(this.rootfs, opts.image.skeleton, opts.hostUid, opts.workdir);
     const holderGroup = this.cgroup.child("holder");
-    const args = [
-      "--overlay", overlay, "--root-fd", "3",
-      ...holderGroup.procsFiles.flatMap((f) => ["--cgroup", f]),
-      "--uid", String(opts.hostUid), "--gid", String(opts.hostUid), "--",
-      opts.bwrap,
-      "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
-      "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-      "--uid", String(SANDBOX_UID), "--gid", String(SANDBOX_GID), "--hostname", "sandbox",
-      "--info-fd", "4",
-      "--bind-fd", "3", "/",
-      ...opts.image.binds.flatMap(([src, dest]) => ["--ro-bind", src, dest]),
-      "--proc", "/proc", "--dev", "/dev",
-      "--size", String(opts.limits.storageBytes), "--perms", "1777", "--tmpfs", "/tmp",
-      "--chdir", opts.workdir,
-      "--", "sleep", "infinity",
-    ];
-    const holder = spawn(ENTER_HELPER, args, {
-      stdio: ["ignore", "ignore", "pipe", "ignore", "pipe"],
+    const holder = await opts.spawner.spawn({
+      uid: opts.hostUid,
+      gid: opts.hostUid,
+      overlay,
+      cgroupProcs: holderGroup.procsFiles,
+      infoPipe: true,
+      noStdin: true,
       env: {},
+      argv: [
+        opts.bwrap,
+        "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
+        "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "--uid", String(SANDBOX_UID), "--gid", String(SANDBOX_GID), "--hostname", "sandbox",
+        "--info-fd", "4",
+        "--bind-fd", "3", "/",
+        ...opts.image.binds.flatMap(([src, dest]) => ["--ro-bind", src, dest]),
+        "--proc", "/proc", "--dev", "/dev",
+        "--size", String(opts.limits.storageBytes), "--perms", "1777", "--tmpfs", "/tmp",
+        "--chdir", opts.workdir,
+        "--", "sleep", "infinity",
+      ],
     });
     this.holder = holder;
-    this.exited = new Promise((resolve) => holder.once("exit", () => resolve()));
+    let running = true;
+    holder.exited.then(() => (running = false));
+    this.exited = holder.exited.then(() => undefined);
     let stderr = "";
-    holder.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-    const info = holder.stdio[4] as NodeJS.ReadableStream;
+    holder.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    holder.stdout.resume();
+    const info = holder.info!;
     this.initPid = await new Promise<number>((resolve, reject) => {
       let text = "";
       info.on("data", (d: Buffer) => {
@@ -122,31 +128,35 @@ export class LocalSandbox {
         const m = /"child-pid":\s*(\d+)/.exec(text);
         if (m) resolve(Number(m[1]));
       });
-      holder.once("exit", (code, signal) =>
-        reject(new Error(`sandbox holder exited (${signal ?? code}) before it was ready: ${stderr.trim() || "no message"}`)),
+      holder.exited.then((st) =>
+        reject(new Error(`sandbox holder exited (${st.signal ?? st.code}) before it was ready: ${stderr.trim() || "no message"}`)),
       );
-      holder.once("error", reject);
     });
+    // bubblewrap goes on writing (namespace ids) after the pid and then closes the
+    // pipe: closing our end early would kill it with SIGPIPE.
+    info.resume();
     // info-fd reports pid 1 as soon as it exists; joining is safe only once its
     // setup (mounts, pivot_root) is done, which is when it has forked the holder command.
     for (let i = 0; !hasChildren(this.initPid); i++) {
-      if (!this.alive && holder.exitCode !== null) throw new Error(`sandbox holder exited: ${stderr.trim()}`);
+      if (!running) throw new Error(`sandbox holder exited: ${stderr.trim()}`);
       if (i > 5000) throw new Error("sandbox holder did not become ready within 5 s");
       await new Promise((r) => setTimeout(r, 1));
     }
-    holder.stderr!.removeAllListeners("data").resume();
+    this.alive = true;
+    holder.exited.then(() => (this.alive = false));
   }
 
-  /** Argv that runs `spec.argv` inside the sandbox through the helper, with its whole tree in `group`. */
-  commandFor(spec: SpawnInSandbox, group: CgroupGroup): string[] {
-    return [
-      ENTER_HELPER,
-      ...group.procsFiles.flatMap((f) => ["--cgroup", f]),
-      "--target", String(this.initPid),
-      "--uid", String(SANDBOX_UID), "--gid", String(SANDBOX_GID),
-      "--cwd", spec.cwd,
-      "--", ...spec.argv,
-    ];
+  /** Start `spec.argv` inside the sandbox, with its whole tree in `group`. */
+  spawn(spec: SpawnInSandbox, group: CgroupGroup): Promise<SpawnedProcess> {
+    return this.opts.spawner.spawn({
+      argv: spec.argv,
+      env: spec.env,
+      cwd: spec.cwd,
+      uid: SANDBOX_UID,
+      gid: SANDBOX_GID,
+      target: this.initPid,
+      cgroupProcs: group.procsFiles,
+    });
   }
 
   /** A fresh (empty) child cgroup for one command and everything it starts. */
@@ -168,6 +178,7 @@ export class LocalSandbox {
 
   /** Kill every process of the sandbox and remove its cgroup and layers. */
   async destroy(): Promise<void> {
+    this.alive = false;
     await this.cgroup.kill();
     this.holder?.kill("SIGKILL");
     await this.exited;

@@ -2,7 +2,6 @@
  * Stateless exec: run one command in a sandbox, collect its output (capped),
  * enforce its timeout, and kill everything it left behind when it returns.
  */
-import { spawn } from "node:child_process";
 import { posix } from "node:path";
 import { DEFAULT_OUTPUT_CAP_BYTES, type ExecRequest, type ExecResult, type ExitReason } from "@agentbox/protocol";
 import { BASE_ENV, type LocalSandbox } from "@agentbox/isolation";
@@ -30,15 +29,17 @@ export async function runExec(ctx: ExecContext, request: ExecRequest): Promise<E
   const cap = request.maxOutputBytes ?? DEFAULT_OUTPUT_CAP_BYTES;
   const stdout = new CappedBuffer(cap);
   const stderr = new CappedBuffer(cap);
-  const [file, ...args] = ctx.sandbox.commandFor({ argv, cwd }, group);
-
-  const child = spawn(file!, args, { env, stdio: ["pipe", "pipe", "pipe"] });
+  const child = await ctx.sandbox.spawn({ argv, cwd, env }, group).catch(async (err: Error) => {
+    await ctx.sandbox.releaseGroup(group);
+    throw err;
+  });
   child.stdout.on("data", (d: Buffer) => stdout.push(d));
   child.stderr.on("data", (d: Buffer) => stderr.push(d));
-  child.stdin.on("error", () => undefined); // the command may exit without reading stdin
-  if (request.stdin !== undefined) child.stdin.end(request.stdin);
-  else if (request.stdinBase64 !== undefined) child.stdin.end(Buffer.from(request.stdinBase64, "base64"));
-  else child.stdin.end();
+  const stdin = child.stdin!;
+  stdin.on("error", () => undefined); // the command may exit without reading stdin
+  if (request.stdin !== undefined) stdin.end(request.stdin);
+  else if (request.stdinBase64 !== undefined) stdin.end(Buffer.from(request.stdinBase64, "base64"));
+  else stdin.end();
 
   let reason: ExitReason | undefined;
   const timer =
@@ -49,21 +50,14 @@ export async function runExec(ctx: ExecContext, request: ExecRequest): Promise<E
         }, request.timeoutMs)
       : undefined;
 
-  const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once("error", () => resolve({ code: 127, signal: null }));
-    child.once("exit", (c, s) => resolve({ code: c, signal: s }));
-  });
+  const { code, signal } = await child.exited;
   if (timer) clearTimeout(timer);
+  // Our stdin end also reads (see spawner.ts): drop whatever the command never read.
+  stdin.destroy();
   const oomKilled = group.oomKills() > oomBefore;
   // Background children die with the call; then their pipe ends close too.
   await ctx.sandbox.releaseGroup(group);
-  await new Promise<void>((resolve) => {
-    if (child.stdout.readableEnded && child.stderr.readableEnded) return resolve();
-    let open = 2;
-    const done = () => --open === 0 && resolve();
-    child.stdout.once("close", done);
-    child.stderr.once("close", done);
-  });
+  await Promise.all([child.stdout, child.stderr].map((s) => (s.closed ? undefined : new Promise((r) => s.once("close", r)))));
 
   // A shell may survive the OOM kill of its child and exit 137 itself: still an OOM.
   if (reason === undefined && oomKilled) reason = "oom";

@@ -39,6 +39,6 @@ process.on("SIGINT", () => void stop("SIGINT"));
 process.on("SIGHUP", () => undefined);
 
 // Leftovers of a runtime that died must not stop this one from serving.
-await manager.cleanupStale().catch((err: Error) => log(`clean-up of an earlier runtime's sandboxes failed: ${err.message}`));
+await manager.start().catch((err: Error) => log(`clean-up of an earlier runtime's sandboxes failed: ${err.message}`));
 await server.listen();
 log(`listening on ${socketPath} (cgroups: ${manager.cgroupKind})`);

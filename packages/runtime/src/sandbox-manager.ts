@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { AgentboxError, type CreateSandboxParams, type ExecParams, type ExecResult, type RuntimeSandbox } from "@agentbox/protocol";
 import {
   LocalSandbox,
+  Spawner,
   checkHost,
   detectCgroups,
   ensureHostImage,
@@ -39,6 +40,7 @@ export class SandboxManager {
   private readonly sandboxesDir: string;
   private readonly mountsDir: string;
   private image: HostImage | undefined;
+  private readonly spawner = new Spawner();
 
   constructor(private readonly dataDir: string, cgroups?: CgroupDriver) {
     this.cgroups = cgroups ?? detectCgroups();
@@ -57,6 +59,12 @@ export class SandboxManager {
   }
 
   /** Remove layers and cgroups of sandboxes whose holders died with an earlier runtime. */
+  /** Start the process spawner and remove what a crashed runtime left behind. */
+  async start(): Promise<void> {
+    this.spawner.start();
+    await this.cleanupStale();
+  }
+
   async cleanupStale(): Promise<void> {
     mkdirSync(this.sandboxesDir, { recursive: true, mode: 0o700 });
     mkdirSync(this.mountsDir, { recursive: true, mode: 0o711 });
@@ -101,6 +109,7 @@ export class SandboxManager {
         cgroupPath: `${this.cgroupPrefix}/${params.id}`,
         cgroups: this.cgroups,
         bwrap: host.bwrap!,
+        spawner: this.spawner,
       });
       const entry: Entry = { sandbox, slot, createdAt: new Date().toISOString(), workdir: params.workdir };
       this.sandboxes.set(params.id, entry);
@@ -166,5 +175,6 @@ export class SandboxManager {
 
   async destroyAll(): Promise<void> {
     await Promise.all([...this.sandboxes.keys()].map((id) => this.delete(id)));
+    this.spawner.stop();
   }
 }

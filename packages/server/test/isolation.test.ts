@@ -33,6 +33,16 @@ describe("isolation", () => {
     );
   });
 
+  test("a command inherits no descriptor but its own stdio, even while others run", async () => {
+    const busy = h.exec(a, { command: "sleep 1" });
+    try {
+      const r = await h.exec(a, { command: "for fd in $(seq 3 255); do [ -e /proc/$$/fd/$fd ] && echo open $fd; done; echo checked" });
+      assert.equal(r.stdout, "checked\n");
+    } finally {
+      await busy;
+    }
+  });
+
   test("cannot create user namespaces (no way back to privileges)", async () => {
     const r = await h.exec(a, { command: "unshare -U true; echo rc=$?" });
     assert.match(r.stdout, /rc=1/);
