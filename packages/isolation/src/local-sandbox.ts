@@ -9,15 +9,13 @@ import { join } from "node:path";
 import type { SandboxLimits } from "@agentbox/protocol";
 import type { CgroupDriver, CgroupGroup, SandboxCgroup } from "./cgroups.js";
 import { SANDBOX_GID, SANDBOX_HOME, SANDBOX_UID, SANDBOX_USER, type HostImage } from "./host-image.js";
-import { prepareRootfs, rootfsPaths, unmountRootfs, type RootfsPaths } from "./overlay-rootfs.js";
+import { ensureOwnedDir, overlaySpec, unmountRootfs, type RootfsPaths } from "./overlay-rootfs.js";
 import type { SpawnedProcess, Spawner } from "./spawner.js";
 
 export interface LocalSandboxOptions {
   id: string;
-  /** Directory for this sandbox's layers. */
-  dir: string;
-  /** Mount point of its root filesystem (see rootfsPaths). */
-  mountDir: string;
+  /** Its layers (prepared by prepareLayers) and the mount point of its root filesystem. */
+  rootfs: RootfsPaths;
   image: HostImage;
   limits: SandboxLimits;
   workdir: string;
@@ -63,7 +61,7 @@ export class LocalSandbox {
 
   private constructor(private readonly opts: LocalSandboxOptions) {
     this.id = opts.id;
-    this.rootfs = rootfsPaths(opts.dir, opts.mountDir);
+    this.rootfs = opts.rootfs;
     this.cgroup = opts.cgroups.create(opts.cgroupPath, opts.limits);
   }
 
@@ -89,7 +87,8 @@ export class LocalSandbox {
 
   private async boot(): Promise<void> {
     const { opts } = this;
-    const overlay = prepareRootfs(this.rootfs, opts.image.skeleton, opts.hostUid, opts.workdir);
+    ensureOwnedDir(this.rootfs, opts.hostUid, opts.workdir);
+    const overlay = overlaySpec(this.rootfs, opts.image.skeleton);
     const holderGroup = this.cgroup.child("holder");
     const holder = await opts.spawner.spawn({
       uid: opts.hostUid,

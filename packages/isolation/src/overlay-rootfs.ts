@@ -5,7 +5,8 @@
  * merged directory.
  */
 import { execFile } from "node:child_process";
-import { chownSync, mkdirSync, rmSync, rmdirSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, rmSync, rmdirSync } from "node:fs";
+import { chown, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { SANDBOX_HOME } from "./host-image.js";
@@ -34,21 +35,33 @@ export function rootfsPaths(sandboxDir: string, mountDir: string): RootfsPaths {
 }
 
 /**
- * Create the layers. Directories the sandbox user writes are owned by its host uid.
- * Returns the overlay spec the enter helper mounts (`LOWER:UPPER:WORK:TARGET`): one
- * mount(2) in the helper instead of a `mount` process on the critical path.
+ * Create the (empty) layers ahead of time. Directories the sandbox user writes are
+ * owned by its host uid. Filesystem metadata is slow on some disks (milliseconds a
+ * call), so the runtime prepares layers for the next sandboxes in the background.
  */
-export function prepareRootfs(paths: RootfsPaths, lower: string, hostUid: number, workdir: string): string {
+export async function prepareLayers(paths: RootfsPaths, hostUid: number, ownedDirs: string[]): Promise<void> {
+  await mkdir(paths.upper, { recursive: true, mode: 0o755 });
+  await mkdir(paths.work, { recursive: true, mode: 0o700 });
+  await mkdir(paths.merged, { recursive: true, mode: 0o755 });
+  for (const owned of new Set([SANDBOX_HOME, "/workspace", ...ownedDirs])) {
+    const p = join(paths.upper, owned);
+    await mkdir(p, { recursive: true, mode: 0o755 });
+    await chown(p, hostUid, hostUid);
+  }
+}
+
+/** Make sure `dir` (inside the sandbox) exists in the upper layer and belongs to the sandbox user. */
+export function ensureOwnedDir(paths: RootfsPaths, hostUid: number, dir: string): void {
+  const p = join(paths.upper, dir);
+  if (existsSync(p)) return;
+  mkdirSync(p, { recursive: true, mode: 0o755 });
+  chownSync(p, hostUid, hostUid);
+}
+
+/** The overlay spec the enter helper mounts (`LOWER:UPPER:WORK:TARGET`): one mount(2), no `mount` process. */
+export function overlaySpec(paths: RootfsPaths, lower: string): string {
   for (const p of [lower, paths.upper, paths.work, paths.merged]) {
     if (p.includes(":") || p.includes(",")) throw new Error(`path ${p} cannot be used for an overlay layer (contains ':' or ',')`);
-  }
-  mkdirSync(paths.upper, { recursive: true, mode: 0o755 });
-  mkdirSync(paths.work, { recursive: true, mode: 0o700 });
-  mkdirSync(paths.merged, { recursive: true, mode: 0o755 });
-  for (const owned of new Set([workdir, SANDBOX_HOME, "/workspace"])) {
-    const p = join(paths.upper, owned);
-    mkdirSync(p, { recursive: true, mode: 0o755 });
-    chownSync(p, hostUid, hostUid);
   }
   return `${lower}:${paths.upper}:${paths.work}:${paths.merged}`;
 }

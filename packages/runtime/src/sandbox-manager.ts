@@ -3,7 +3,7 @@
  * each), lookup, deletion, and clean-up of what a crashed runtime left behind.
  */
 import { createHash } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readdirSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { AgentboxError, type CreateSandboxParams, type ExecParams, type ExecResult, type RuntimeSandbox } from "@agentbox/protocol";
 import {
@@ -12,6 +12,7 @@ import {
   checkHost,
   detectCgroups,
   ensureHostImage,
+  prepareLayers,
   rootfsPaths,
   unmountRootfs,
   type CgroupDriver,
@@ -21,6 +22,8 @@ import { runExec } from "./exec-runner.js";
 
 /** Sandbox users map to host uids from here up, one per live sandbox. */
 export const HOST_UID_BASE = 2_000_000;
+/** Layers prepared ahead of time for the next sandboxes (see prepareLayers). */
+const SPARE_LAYERS = 4;
 /** Root filesystems are mounted below here (see rootfsPaths for why not in the data dir). */
 const MOUNTS_ROOT = "/run/agentbox";
 
@@ -41,6 +44,8 @@ export class SandboxManager {
   private readonly mountsDir: string;
   private image: HostImage | undefined;
   private readonly spawner = new Spawner();
+  private readonly spareSlots: number[] = [];
+  private refilling: Promise<void> | undefined;
 
   constructor(private readonly dataDir: string, cgroups?: CgroupDriver) {
     this.cgroups = cgroups ?? detectCgroups();
@@ -63,6 +68,41 @@ export class SandboxManager {
   async start(): Promise<void> {
     this.spawner.start();
     await this.cleanupStale();
+    await this.refillSpares();
+  }
+
+  /** Keep SPARE_LAYERS slots with prepared, empty layers ready for the next creates. */
+  private refillSpares(): Promise<void> {
+    this.refilling ??= (async () => {
+      try {
+        while (this.spareSlots.length < SPARE_LAYERS) {
+          const slot = this.allocateSlot();
+          try {
+            await prepareLayers(this.slotPaths(slot), HOST_UID_BASE + slot, []);
+            this.spareSlots.push(slot);
+          } catch {
+            this.usedSlots.delete(slot);
+            return;
+          }
+        }
+      } finally {
+        this.refilling = undefined;
+      }
+    })();
+    return this.refilling;
+  }
+
+  private async takeSlot(): Promise<number> {
+    const spare = this.spareSlots.shift();
+    if (spare !== undefined) return spare;
+    const slot = this.allocateSlot();
+    try {
+      await prepareLayers(this.slotPaths(slot), HOST_UID_BASE + slot, []);
+    } catch (err) {
+      this.usedSlots.delete(slot);
+      throw err;
+    }
+    return slot;
   }
 
   async cleanupStale(): Promise<void> {
@@ -76,7 +116,7 @@ export class SandboxManager {
       group.remove();
     }
     const names = new Set([...readdirSync(this.sandboxesDir), ...readdirSync(this.mountsDir)]);
-    for (const name of names) await unmountRootfs(this.paths(name));
+    for (const name of names) await unmountRootfs(rootfsPaths(join(this.sandboxesDir, name), join(this.mountsDir, name)));
   }
 
   async create(params: CreateSandboxParams): Promise<RuntimeSandbox> {
@@ -96,12 +136,12 @@ export class SandboxManager {
     const host = checkHost();
     if (!host.ok) throw new AgentboxError("RUNTIME_UNAVAILABLE", host.problems.join("; "));
     this.image ??= ensureHostImage(join(this.dataDir, "images"));
-    const slot = this.allocateSlot();
+    const slot = await this.takeSlot();
+    void this.refillSpares();
     try {
       const sandbox = await LocalSandbox.start({
         id: params.id,
-        dir: join(this.sandboxesDir, params.id),
-        mountDir: join(this.mountsDir, params.id),
+        rootfs: this.slotPaths(slot),
         image: this.image,
         limits: params.limits,
         workdir: params.workdir,
@@ -120,8 +160,9 @@ export class SandboxManager {
     }
   }
 
-  private paths(id: string) {
-    return rootfsPaths(join(this.sandboxesDir, id), join(this.mountsDir, id));
+  /** Layers live by slot (not by sandbox id) so they can be prepared before the id is known. */
+  private slotPaths(slot: number) {
+    return rootfsPaths(join(this.sandboxesDir, `slot-${slot}`), join(this.mountsDir, `slot-${slot}`));
   }
 
   private allocateSlot(): number {
@@ -157,14 +198,11 @@ export class SandboxManager {
   async delete(id: string): Promise<boolean> {
     await this.creating.get(id)?.catch(() => undefined);
     const entry = this.sandboxes.get(id);
-    if (!entry) {
-      // Leftover layers of a failed create are removed all the same.
-      if (existsSync(join(this.sandboxesDir, id))) await unmountRootfs(this.paths(id));
-      return false;
-    }
+    if (!entry) return false;
     this.sandboxes.delete(id);
     await entry.sandbox.destroy();
     this.usedSlots.delete(entry.slot);
+    void this.refillSpares();
     return true;
   }
 
@@ -175,6 +213,8 @@ export class SandboxManager {
 
   async destroyAll(): Promise<void> {
     await Promise.all([...this.sandboxes.keys()].map((id) => this.delete(id)));
+    await this.refilling;
+    for (const slot of this.spareSlots.splice(0)) await unmountRootfs(this.slotPaths(slot));
     this.spawner.stop();
   }
 }

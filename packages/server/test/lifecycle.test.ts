@@ -7,6 +7,12 @@ import { after, before, describe, test } from "node:test";
 import { startServer } from "../src/index.js";
 import { startHarness, type Harness } from "./harness.js";
 
+/** How many sandbox layers (on the host) hold a workspace file of this name. */
+function layerFilesNamed(dataDir: string, name: string): number {
+  const dir = join(dataDir, "sandboxes");
+  return readdirSync(dir).filter((slot) => existsSync(join(dir, slot, "upper", "workspace", name))).length;
+}
+
 describe("sandbox lifecycle", () => {
   let h: Harness;
   before(async () => {
@@ -68,13 +74,12 @@ describe("sandbox lifecycle", () => {
 
   test("delete kills every process and removes the layers and cgroup", async () => {
     const s = await h.createSandbox();
-    await h.exec(s.id, { command: "echo data > /workspace/f" });
-    const pidsBefore = readdirSync(join(h.dataDir, "sandboxes"));
-    assert.ok(pidsBefore.includes(s.id));
+    await h.exec(s.id, { command: `echo data > /workspace/marker-${s.id}; sleep 100 > /dev/null 2>&1 &` });
+    assert.equal(layerFilesNamed(h.dataDir, `marker-${s.id}`), 1);
     const res = await h.api("DELETE", `/v1/sandboxes/${s.id}`);
     assert.equal(res.status, 200);
     assert.equal(res.body.status, "deleted");
-    assert.ok(!existsSync(join(h.dataDir, "sandboxes", s.id)));
+    assert.equal(layerFilesNamed(h.dataDir, `marker-${s.id}`), 0);
     const cgroups = readdirSync("/sys/fs/cgroup/pids/agentbox", { recursive: true }).map(String);
     assert.ok(!cgroups.some((c) => c.includes(s.id)), "cgroup left behind");
     const exec = await h.api("POST", `/v1/sandboxes/${s.id}/exec`, { command: "true" });
@@ -86,6 +91,7 @@ describe("sandbox lifecycle", () => {
 
   test("a sandbox expires after its TTL and a timeout extension moves the deadline", async () => {
     const short = await h.createSandbox({ timeoutSeconds: 1 });
+    await h.exec(short.id, { command: `touch /workspace/marker-${short.id}` });
     const extended = await h.createSandbox({ timeoutSeconds: 1 });
     const ext = await h.api("POST", `/v1/sandboxes/${extended.id}/timeout`, { timeoutSeconds: 60 });
     assert.equal(ext.status, 200);
@@ -94,7 +100,7 @@ describe("sandbox lifecycle", () => {
     const gone = await h.api("GET", `/v1/sandboxes/${short.id}`);
     assert.equal(gone.body.status, "deleted");
     assert.equal(gone.body.statusMessage, "expired: its timeout passed");
-    assert.ok(!existsSync(join(h.dataDir, "sandboxes", short.id)));
+    assert.equal(layerFilesNamed(h.dataDir, `marker-${short.id}`), 0);
     const alive = await h.api("GET", `/v1/sandboxes/${extended.id}`);
     assert.equal(alive.body.status, "ready");
   });
