@@ -122,3 +122,91 @@ export const ExecResult = z.object({
 export type ExecResult = z.infer<typeof ExecResult>;
 
 export const Health = z.object({ status: z.literal("ok"), version: z.string() });
+
+// ---------------------------------------------------------------- processes
+
+export const PROCESS_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+export const DEFAULT_PROCESS_LOG_BYTES = 16 * 1024 * 1024;
+
+export const ProcessStatus = z.enum(["running", "exited"]);
+
+export const ProcessInfo = z.object({
+  id: z.string(),
+  pid: z.number().int(),
+  command: z.string().optional(),
+  argv: z.array(z.string()).optional(),
+  cwd: z.string(),
+  sessionId: z.string().optional(),
+  status: ProcessStatus,
+  exitCode: z.number().int().nullable().optional(),
+  signal: z.string().optional(),
+  reason: ExitReason.optional(),
+  startedAt: z.string(),
+  endedAt: z.string().optional(),
+});
+export type ProcessInfo = z.infer<typeof ProcessInfo>;
+
+const noNul = (s: string) => !s.includes("\0");
+
+export const StartProcessRequest = z
+  .strictObject({
+    id: z.string().regex(PROCESS_ID_PATTERN, "must be 1-64 characters of A-Z a-z 0-9 . _ -").optional(),
+    command: z.string().min(1).refine(noNul, "must not contain NUL bytes").optional(),
+    argv: z.array(z.string().refine(noNul, "must not contain NUL bytes")).min(1).optional(),
+    cwd: z.string().min(1).refine(noNul, "must not contain NUL bytes").optional(),
+    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"), z.string().refine(noNul, "must not contain NUL bytes")).optional(),
+    timeoutMs: z.number().int().min(1).max(MAX_EXEC_TIMEOUT_MS * 30).optional(),
+    sessionId: z.string().optional(),
+  })
+  .refine((r) => (r.command === undefined) !== (r.argv === undefined), {
+    message: "exactly one of command or argv is required",
+    path: ["command"],
+  });
+export type StartProcessRequest = z.input<typeof StartProcessRequest>;
+
+export const ProcessInputRequest = z.strictObject({ data: z.string() });
+
+export const SIGNAL_NAMES = [
+  "SIGHUP", "SIGINT", "SIGQUIT", "SIGKILL", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGWINCH", "SIGALRM",
+] as const;
+export const SignalName = z.enum(SIGNAL_NAMES);
+
+export const KillRequest = z.strictObject({ signal: SignalName.default("SIGKILL") });
+
+const offsetParam = z.coerce.number().int().min(0).default(0);
+export const LogsQuery = z.object({ stdoutOffset: offsetParam, stderrOffset: offsetParam });
+export const WaitQuery = z.object({ timeoutMs: z.coerce.number().int().min(0).max(MAX_EXEC_TIMEOUT_MS).default(30_000) });
+
+export const Truncation = z.object({ requestedOffset: z.number(), availableOffset: z.number() });
+
+export const ProcessLogs = z.object({
+  stdout: z.string(),
+  stderr: z.string(),
+  /** Byte offsets just after the returned data: where to resume. */
+  stdoutOffset: z.number(),
+  stderrOffset: z.number(),
+  truncated: z.object({ stdout: Truncation.optional(), stderr: Truncation.optional() }).optional(),
+  status: ProcessStatus,
+  exitCode: z.number().int().nullable().optional(),
+  signal: z.string().optional(),
+  reason: ExitReason.optional(),
+});
+export type ProcessLogs = z.infer<typeof ProcessLogs>;
+
+/** Messages of the process stream WebSocket. */
+export type StreamServerMessage =
+  | { type: "started"; id: string; pid: number }
+  | { type: "stdout" | "stderr"; data: string; offset: number; bytes: number }
+  | { type: "truncated"; stream: "stdout" | "stderr"; requestedOffset: number; availableOffset: number }
+  | { type: "exit"; exitCode: number | null; signal?: string; reason?: ExitReason }
+  | { type: "error"; code: string; message: string };
+
+export const StreamClientMessage = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("input"), data: z.string() }),
+  z.strictObject({ type: z.literal("close_stdin") }),
+  z.strictObject({ type: z.literal("kill"), signal: SignalName.optional() }),
+]);
+export type StreamClientMessage = z.infer<typeof StreamClientMessage>;
+
+/** WebSocket close codes beyond the standard ones. */
+export const WS_CLOSE = { NORMAL: 1000, GOING_AWAY: 1001, UNAUTHORIZED: 4401, NOT_FOUND: 4404 } as const;

@@ -7,7 +7,7 @@
  * exactly one response with the same `id`.
  */
 import { z } from "zod";
-import { ExecRequest, ExecResult } from "./api.js";
+import { ExecRequest, ExecResult, ProcessInfo, ProcessLogs, SignalName, StartProcessRequest } from "./api.js";
 
 export const RUNTIME_PROTOCOL_VERSION = 1;
 
@@ -92,6 +92,33 @@ export const ExecParams = z.object({
 });
 export type ExecParams = z.input<typeof ExecParams>;
 
+const ProcessRef = z.object({ sandboxId: z.string().regex(SANDBOX_ID_PATTERN), processId: z.string() });
+
+export const StartProcessParams = z.object({
+  sandboxId: z.string().regex(SANDBOX_ID_PATTERN),
+  request: StartProcessRequest,
+  env: z.record(z.string(), z.string()),
+  defaultCwd: z.string(),
+});
+export type StartProcessParams = z.input<typeof StartProcessParams>;
+
+export const ReadProcessParams = ProcessRef.extend({
+  stdoutOffset: z.number().int().min(0),
+  stderrOffset: z.number().int().min(0),
+  maxBytes: z.number().int().min(1).max(8 * 1024 * 1024),
+  /** Long poll: wait this long for new output (or the exit) before answering empty. */
+  waitMs: z.number().int().min(0).max(60_000),
+});
+
+/** Logs plus where each returned chunk starts and how many bytes it covers. */
+export const ProcessRead = ProcessLogs.extend({
+  stdoutStart: z.number(),
+  stderrStart: z.number(),
+  stdoutBytes: z.number(),
+  stderrBytes: z.number(),
+});
+export type ProcessRead = z.infer<typeof ProcessRead>;
+
 /** Each method: its params schema and result schema, shared by both ends. */
 export const RuntimeMethods = {
   "runtime.info": { params: z.object({}), result: z.object({ pid: z.number(), version: z.string(), cgroup: z.string(), sandboxes: z.number() }) },
@@ -100,6 +127,14 @@ export const RuntimeMethods = {
   "sandbox.delete": { params: SandboxIdParams, result: z.object({ deleted: z.boolean() }) },
   "sandbox.exec": { params: ExecParams, result: ExecResult },
   "runtime.shutdown": { params: z.object({}), result: z.object({ ok: z.literal(true) }) },
+  "process.start": { params: StartProcessParams, result: z.object({ info: ProcessInfo, created: z.boolean() }) },
+  "process.list": { params: z.object({ sandboxId: z.string().regex(SANDBOX_ID_PATTERN) }), result: z.array(ProcessInfo) },
+  "process.get": { params: ProcessRef, result: ProcessInfo },
+  "process.input": { params: ProcessRef.extend({ data: z.string().optional(), dataBase64: z.string().optional() }), result: z.object({ ok: z.literal(true) }) },
+  "process.closeStdin": { params: ProcessRef, result: z.object({ ok: z.literal(true) }) },
+  "process.kill": { params: ProcessRef.extend({ signal: SignalName }), result: ProcessInfo },
+  "process.read": { params: ReadProcessParams, result: ProcessRead },
+  "process.wait": { params: ProcessRef.extend({ timeoutMs: z.number().int().min(0) }), result: z.object({ info: ProcessInfo.optional() }) },
 } as const;
 
 export type RuntimeMethod = keyof typeof RuntimeMethods;

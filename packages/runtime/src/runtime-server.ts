@@ -14,6 +14,7 @@ import {
   RuntimeMethods,
   isErrorCode,
   type RuntimeMethod,
+  type StartProcessParams,
 } from "@agentbox/protocol";
 import { FramedConnection } from "./connection.js";
 import type { SandboxManager } from "./sandbox-manager.js";
@@ -21,6 +22,7 @@ import type { SandboxManager } from "./sandbox-manager.js";
 export const RUNTIME_VERSION = "0.1.0";
 
 type Handler = (params: never) => Promise<unknown> | unknown;
+type Ref = { sandboxId: string; processId: string };
 
 export interface RuntimeServerOptions {
   socketPath: string;
@@ -42,6 +44,25 @@ export class RuntimeServer {
       "sandbox.list": () => m.list(),
       "sandbox.delete": async (p: { id: string }) => ({ deleted: await m.delete(p.id) }),
       "sandbox.exec": (p: Parameters<SandboxManager["exec"]>[0]) => m.exec(p),
+      "process.start": (p: StartProcessParams) =>
+        m.processes(p.sandboxId).start(p.request, { env: p.env, defaultCwd: p.defaultCwd }),
+      "process.list": (p: { sandboxId: string }) => m.processes(p.sandboxId).list(),
+      "process.get": (p: Ref) => m.processes(p.sandboxId).info(p.processId),
+      "process.input": (p: Ref & { data?: string; dataBase64?: string }) => {
+        m.processes(p.sandboxId).input(p.processId, p.dataBase64 !== undefined ? Buffer.from(p.dataBase64, "base64") : (p.data ?? ""));
+        return { ok: true };
+      },
+      "process.closeStdin": (p: Ref) => {
+        m.processes(p.sandboxId).closeStdin(p.processId);
+        return { ok: true };
+      },
+      "process.kill": (p: Ref & { signal: NodeJS.Signals }) => m.processes(p.sandboxId).kill(p.processId, p.signal),
+      "process.read": (p: Ref & { stdoutOffset: number; stderrOffset: number; maxBytes: number; waitMs: number }) =>
+        m.processes(p.sandboxId).read(p.processId, p.stdoutOffset, p.stderrOffset, p.maxBytes, p.waitMs),
+      "process.wait": async (p: Ref & { timeoutMs: number }) => {
+        const info = await m.processes(p.sandboxId).wait(p.processId, p.timeoutMs);
+        return info ? { info } : {};
+      },
       "runtime.shutdown": () => {
         setImmediate(opts.onShutdown);
         return { ok: true };

@@ -19,6 +19,7 @@ import {
   type HostImage,
 } from "@agentbox/isolation";
 import { runExec } from "./exec-runner.js";
+import { ProcessSupervisor } from "./process-supervisor.js";
 
 /** Sandbox users map to host uids from here up, one per live sandbox. */
 export const HOST_UID_BASE = 2_000_000;
@@ -29,6 +30,7 @@ const MOUNTS_ROOT = "/run/agentbox";
 
 interface Entry {
   sandbox: LocalSandbox;
+  processes: ProcessSupervisor;
   slot: number;
   createdAt: string;
   workdir: string;
@@ -151,7 +153,7 @@ export class SandboxManager {
         bwrap: host.bwrap!,
         spawner: this.spawner,
       });
-      const entry: Entry = { sandbox, slot, createdAt: new Date().toISOString(), workdir: params.workdir };
+      const entry: Entry = { sandbox, processes: new ProcessSupervisor(sandbox), slot, createdAt: new Date().toISOString(), workdir: params.workdir };
       this.sandboxes.set(params.id, entry);
       return this.describe(params.id, entry);
     } catch (err) {
@@ -204,6 +206,12 @@ export class SandboxManager {
     this.usedSlots.delete(entry.slot);
     void this.refillSpares();
     return true;
+  }
+
+  /** The processes of a running sandbox. */
+  processes(id: string): ProcessSupervisor {
+    this.get(id);
+    return this.sandboxes.get(id)!.processes;
   }
 
   async exec(params: ExecParams): Promise<ExecResult> {

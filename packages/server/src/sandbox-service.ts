@@ -146,7 +146,8 @@ export class SandboxService {
     return this.get(id);
   }
 
-  async exec(id: string, request: ExecRequest): Promise<ExecResult> {
+  /** The sandbox's record, if it is ready to run commands; SANDBOX_NOT_FOUND / SANDBOX_NOT_READY otherwise. */
+  requireReady(id: string): SandboxRecord {
     const r = this.record(id);
     if (r.status !== "ready") {
       throw new AgentboxError("SANDBOX_NOT_READY", `sandbox ${id} is ${r.status}${r.statusMessage ? `: ${r.statusMessage}` : ""}`, {
@@ -154,6 +155,11 @@ export class SandboxService {
         status: r.status,
       });
     }
+    return r;
+  }
+
+  async exec(id: string, request: ExecRequest): Promise<ExecResult> {
+    const r = this.requireReady(id);
     return this.runtime.request("sandbox.exec", { sandboxId: id, request, env: r.env, defaultCwd: r.workdir });
   }
 

@@ -5,10 +5,14 @@
 import { mkdirSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { AgentboxError, ERROR_CODES } from "@agentbox/protocol";
+import { AgentboxError, ERROR_CODES, LogsQuery, parseOrThrow } from "@agentbox/protocol";
 import { keyMatches, loadOrCreateApiKey } from "./api-key.js";
 import { resolveConfig, type ServerOptions } from "./config.js";
 import { Router } from "./http/router.js";
+import { WebSocketHub } from "./http/websockets.js";
+import { ProcessService } from "./process-service.js";
+import { processRoutes } from "./routes/processes.js";
+import { serveProcessStream } from "./streams/process-stream.js";
 import { Metrics } from "./metrics.js";
 import { RuntimeLink } from "./runtime-link.js";
 import { sandboxRoutes } from "./routes/sandboxes.js";
@@ -61,10 +65,28 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     return undefined;
   });
   sandboxRoutes(router, sandboxes, metrics);
+  const processes = new ProcessService(sandboxes, runtime);
+  processRoutes(router, processes);
+
+  const sockets = new WebSocketHub((req, url) => ready && keyMatches(apiKey, bearer(req, url)));
+  sockets.route("/v1/sandboxes/:id/processes/:pid/stream", (ws, params, url) => {
+    const query = Object.fromEntries(url.searchParams);
+    delete query.token;
+    try {
+      const q = parseOrThrow(LogsQuery, query, "query");
+      return serveProcessStream(ws, processes, { sandboxId: params.id!, processId: params.pid!, ...q });
+    } catch (err) {
+      const e = err as AgentboxError;
+      ws.send(JSON.stringify({ type: "error", code: e.code, message: e.message }));
+      ws.close(1008, e.code);
+      return undefined;
+    }
+  });
 
   const server = createServer((req, res) => {
     void handle(req, res);
   });
+  server.on("upgrade", (req, socket, head) => sockets.handleUpgrade(req, socket, head));
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? "GET";
@@ -141,6 +163,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     dataDir: config.dataDir,
     close: async () => {
       clearInterval(reaper);
+      sockets.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();

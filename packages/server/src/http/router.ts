@@ -19,31 +19,32 @@ export interface HandlerResult {
   body: unknown;
 }
 
-interface Route {
+interface Route<H> {
   method: string;
   parts: string[];
-  handler: Handler;
+  handler: H;
 }
 
-export class Router {
-  private readonly routes: Route[] = [];
+/** Routes of HTTP handlers by default; the WebSocket hub routes its own handler type. */
+export class Router<H = Handler> {
+  private readonly routes: Route<H>[] = [];
 
-  add(method: string, pattern: string, handler: Handler): this {
+  add(method: string, pattern: string, handler: H): this {
     this.routes.push({ method, parts: pattern.split("/").filter(Boolean), handler });
     return this;
   }
 
-  get(pattern: string, handler: Handler): this {
+  get(pattern: string, handler: H): this {
     return this.add("GET", pattern, handler);
   }
-  post(pattern: string, handler: Handler): this {
+  post(pattern: string, handler: H): this {
     return this.add("POST", pattern, handler);
   }
-  delete(pattern: string, handler: Handler): this {
+  delete(pattern: string, handler: H): this {
     return this.add("DELETE", pattern, handler);
   }
 
-  match(method: string, pathname: string): { handler: Handler; params: Record<string, string> } {
+  match(method: string, pathname: string): { handler: H; params: Record<string, string> } {
     const segments = pathname.split("/").filter(Boolean);
     let pathMatched = false;
     for (const route of this.routes) {

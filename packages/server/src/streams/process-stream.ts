@@ -1,0 +1,107 @@
+/**
+ * The process stream WebSocket: relays a process's output from the runtime,
+ * from the client's offsets, and the client's input, close_stdin and kill
+ * back. One long-poll read at a time per client, and no read while the
+ * client's socket still has over HIGH_WATER bytes unsent: a slow client slows
+ * only its own stream, never the process (the runtime keeps reading into the
+ * bounded log) nor other clients.
+ */
+import type { WebSocket } from "ws";
+import {
+  AgentboxError,
+  StreamClientMessage,
+  WS_CLOSE,
+  type StreamServerMessage,
+} from "@agentbox/protocol";
+import type { ProcessService } from "../process-service.js";
+
+const READ_BYTES = 256 * 1024;
+const HIGH_WATER = 1024 * 1024;
+const POLL_MS = 20_000;
+
+export interface StreamTarget {
+  sandboxId: string;
+  processId: string;
+  stdoutOffset: number;
+  stderrOffset: number;
+}
+
+function send(ws: WebSocket, message: StreamServerMessage): void {
+  if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
+}
+
+async function drained(ws: WebSocket): Promise<void> {
+  while (ws.readyState === ws.OPEN && ws.bufferedAmount > HIGH_WATER) await new Promise((r) => setTimeout(r, 5));
+}
+
+export async function serveProcessStream(ws: WebSocket, processes: ProcessService, target: StreamTarget): Promise<void> {
+  const { sandboxId, processId } = target;
+  ws.on("message", (raw, isBinary) => void onClientMessage(ws, processes, target, raw, isBinary));
+
+  let info;
+  try {
+    info = await processes.get(sandboxId, processId);
+  } catch (err) {
+    const e = err instanceof AgentboxError ? err : new AgentboxError("INTERNAL", String(err));
+    send(ws, { type: "error", code: e.code, message: e.message });
+    ws.close(e.code === "NOT_FOUND" || e.code === "SANDBOX_NOT_FOUND" ? WS_CLOSE.NOT_FOUND : 1011, e.code);
+    return;
+  }
+  send(ws, { type: "started", id: info.id, pid: info.pid });
+
+  let stdoutOffset = target.stdoutOffset;
+  let stderrOffset = target.stderrOffset;
+  while (ws.readyState === ws.OPEN) {
+    let r;
+    try {
+      r = await processes.read(sandboxId, processId, stdoutOffset, stderrOffset, READ_BYTES, POLL_MS);
+    } catch (err) {
+      // The runtime went away (server stopping, or it died): the client reconnects with its offsets.
+      const e = err instanceof AgentboxError ? err : new AgentboxError("INTERNAL", String(err));
+      if (ws.readyState === ws.OPEN) {
+        send(ws, { type: "error", code: e.code, message: e.message });
+        ws.close(e.code === "RUNTIME_UNAVAILABLE" ? WS_CLOSE.GOING_AWAY : 1011, e.code);
+      }
+      return;
+    }
+    if (r.truncated?.stdout) send(ws, { type: "truncated", stream: "stdout", ...r.truncated.stdout });
+    if (r.truncated?.stderr) send(ws, { type: "truncated", stream: "stderr", ...r.truncated.stderr });
+    if (r.stdoutBytes > 0) send(ws, { type: "stdout", data: r.stdout, offset: r.stdoutStart, bytes: r.stdoutBytes });
+    if (r.stderrBytes > 0) send(ws, { type: "stderr", data: r.stderr, offset: r.stderrStart, bytes: r.stderrBytes });
+    stdoutOffset = r.stdoutOffset;
+    stderrOffset = r.stderrOffset;
+    if (r.status === "exited") {
+      const exit: StreamServerMessage = { type: "exit", exitCode: r.exitCode ?? null };
+      if (r.signal) exit.signal = r.signal;
+      if (r.reason) exit.reason = r.reason;
+      send(ws, exit);
+      ws.close(WS_CLOSE.NORMAL, "exited");
+      return;
+    }
+    await drained(ws);
+  }
+}
+
+async function onClientMessage(ws: WebSocket, processes: ProcessService, t: StreamTarget, raw: unknown, isBinary: boolean): Promise<void> {
+  let message: StreamClientMessage;
+  try {
+    if (isBinary) throw new Error("binary frames are not accepted; send JSON text");
+    const parsed = StreamClientMessage.safeParse(JSON.parse(String(raw)));
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new Error(`${issue?.path.join(".") || "message"}: ${issue?.message ?? "invalid"}`);
+    }
+    message = parsed.data;
+  } catch (err) {
+    send(ws, { type: "error", code: "INVALID_REQUEST", message: (err as Error).message });
+    return;
+  }
+  try {
+    if (message.type === "input") await processes.input(t.sandboxId, t.processId, message.data);
+    else if (message.type === "close_stdin") await processes.closeStdin(t.sandboxId, t.processId);
+    else await processes.kill(t.sandboxId, t.processId, message.signal ?? "SIGKILL");
+  } catch (err) {
+    const e = err instanceof AgentboxError ? err : new AgentboxError("INTERNAL", String(err));
+    send(ws, { type: "error", code: e.code, message: e.message });
+  }
+}
