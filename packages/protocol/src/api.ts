@@ -157,6 +157,8 @@ export const StartProcessRequest = z
     env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"), z.string().refine(noNul, "must not contain NUL bytes")).optional(),
     timeoutMs: z.number().int().min(1).max(MAX_EXEC_TIMEOUT_MS * 30).optional(),
     sessionId: z.string().optional(),
+    /** Size of each stream's output log (default 16 MiB); older output is evicted past it. */
+    maxLogBytes: z.number().int().min(4096).max(256 * 1024 * 1024).optional(),
   })
   .refine((r) => (r.command === undefined) !== (r.argv === undefined), {
     message: "exactly one of command or argv is required",

@@ -11,7 +11,7 @@ import {
   type ProcessLogs,
   type StartProcessRequest,
 } from "@agentbox/protocol";
-import { BASE_ENV, type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
+import { BASE_ENV, sandboxPidOf, type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
 import { resolveCwd } from "./exec-runner.js";
 import { OutputLog, type LogRead } from "./output-log.js";
 
@@ -65,11 +65,13 @@ export class ProcessSupervisor {
       await this.sandbox.releaseGroup(group);
       throw err;
     }
-    const info: ProcessInfo = { id, pid: child.pid, cwd, status: "running", startedAt: new Date().toISOString() };
+    // The pid users see is the one inside the sandbox (what `ps` and `kill` there use).
+    const pid = (await sandboxPidOf(child.pid)) ?? 0;
+    const info: ProcessInfo = { id, pid, cwd, status: "running", startedAt: new Date().toISOString() };
     if (req.command !== undefined) info.command = req.command;
     else info.argv = req.argv;
     if (req.sessionId !== undefined) info.sessionId = req.sessionId;
-    const cap = ctx.logBytes ?? DEFAULT_PROCESS_LOG_BYTES;
+    const cap = req.maxLogBytes ?? ctx.logBytes ?? DEFAULT_PROCESS_LOG_BYTES;
     const stdout = new OutputLog(cap);
     const stderr = new OutputLog(cap);
     // Always reading (into a bounded log) is what keeps a slow reader from stalling the process.
