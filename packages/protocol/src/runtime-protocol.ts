@@ -9,7 +9,7 @@
 import { z } from "zod";
 import { ExecRequest, ExecResult, ProcessInfo, ProcessLogs, SignalName, StartProcessRequest } from "./api.js";
 
-export const RUNTIME_PROTOCOL_VERSION = 1;
+export const RUNTIME_PROTOCOL_VERSION = 2;
 
 /** Frame cap for what the runtime accepts (requests carry at most a 16 MiB HTTP body). */
 export const RUNTIME_MAX_REQUEST_FRAME_BYTES = 64 * 1024 * 1024;
@@ -119,6 +119,18 @@ export const ProcessRead = ProcessLogs.extend({
 });
 export type ProcessRead = z.infer<typeof ProcessRead>;
 
+export const ProcessReadMessages = z.object({
+  stdoutOffset: z.number(),
+  stderrOffset: z.number(),
+  /** Byte length of each message in the attachment, in order. */
+  messageBytes: z.array(z.number().int()),
+  /** With `binary: true` requests: which messages are binary frames (the rest are JSON text). */
+  binary: z.array(z.boolean()).optional(),
+  /** Set once every byte was read and the process exited. */
+  exited: z.boolean(),
+});
+export type ProcessReadMessages = z.infer<typeof ProcessReadMessages>;
+
 /** Each method: its params schema and result schema, shared by both ends. */
 export const RuntimeMethods = {
   "runtime.info": { params: z.object({}), result: z.object({ pid: z.number(), version: z.string(), cgroup: z.string(), sandboxes: z.number() }) },
@@ -134,6 +146,12 @@ export const RuntimeMethods = {
   "process.closeStdin": { params: ProcessRef, result: z.object({ ok: z.literal(true) }) },
   "process.kill": { params: ProcessRef.extend({ signal: SignalName }), result: ProcessInfo },
   "process.read": { params: ReadProcessParams, result: ProcessRead },
+  /**
+   * Like process.read, but the output comes back as ready-made stream messages
+   * (StreamServerMessage JSON texts) in the frame's attachment, cut by
+   * `messageBytes`: the server relays them to WebSocket clients without decoding.
+   */
+  "process.readMessages": { params: ReadProcessParams.extend({ binary: z.boolean().optional() }), result: ProcessReadMessages },
   "process.wait": { params: ProcessRef.extend({ timeoutMs: z.number().int().min(0) }), result: z.object({ info: ProcessInfo.optional() }) },
 } as const;
 

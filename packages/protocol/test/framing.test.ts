@@ -4,7 +4,7 @@ import { FrameDecoder, FrameError, encodeFrame } from "../src/framing.js";
 
 test("frames round-trip whole, split at every byte, and back to back", () => {
   const messages = [{ a: 1 }, { text: "héllo ✓" }, [1, 2, 3]];
-  const wire = Buffer.concat(messages.map(encodeFrame));
+  const wire = Buffer.concat(messages.map((m) => encodeFrame(m)));
   assert.deepEqual(new FrameDecoder().push(wire), messages);
   const d = new FrameDecoder();
   const out: unknown[] = [];
@@ -18,4 +18,13 @@ test("oversize and non-JSON frames are errors", () => {
   assert.throws(() => new FrameDecoder(1024).push(big), FrameError);
   const bad = Buffer.concat([Buffer.from([0, 0, 0, 2]), Buffer.from("{x")]);
   assert.throws(() => new FrameDecoder().push(bad), /not valid JSON/);
+});
+
+test("a frame may carry raw bytes after its JSON", () => {
+  const raw = Buffer.from([0, 10, 255, 10, 13]);
+  const wire = Buffer.concat([encodeFrame({ a: "x\ny" }, raw), encodeFrame({ b: 2 })]);
+  const frames = new FrameDecoder().pushFrames(wire);
+  assert.deepEqual(frames[0]!.message, { a: "x\ny" });
+  assert.deepEqual(frames[0]!.attachment, raw);
+  assert.deepEqual(frames[1], { message: { b: 2 }, attachment: undefined });
 });

@@ -1,6 +1,6 @@
 /** A framed, JSON-message connection over a socket (either end of the runtime protocol). */
 import type { Socket } from "node:net";
-import { FrameDecoder, encodeFrame } from "@agentbox/protocol";
+import { FrameDecoder, encodeFrame, encodeFrameHead, type DecodedFrame } from "@agentbox/protocol";
 
 export class FramedConnection {
   private readonly decoder: FrameDecoder;
@@ -8,22 +8,22 @@ export class FramedConnection {
 
   constructor(
     readonly socket: Socket,
-    onMessage: (message: unknown) => void,
+    onMessage: (message: unknown, attachment: Buffer | undefined) => void,
     onClose: (reason: Error | undefined) => void,
     maxFrameBytes?: number,
   ) {
     this.decoder = new FrameDecoder(maxFrameBytes);
     socket.on("data", (chunk: Buffer) => {
-      let messages: unknown[];
+      let frames: DecodedFrame[];
       try {
-        messages = this.decoder.push(chunk);
+        frames = this.decoder.pushFrames(chunk);
       } catch (err) {
         // A broken frame means the peer cannot be trusted to stay in sync: drop it.
         this.close();
         onClose(err as Error);
         return;
       }
-      for (const m of messages) onMessage(m);
+      for (const f of frames) onMessage(f.message, f.attachment);
     });
     socket.on("error", () => undefined);
     socket.on("close", () => {
@@ -34,8 +34,20 @@ export class FramedConnection {
     });
   }
 
-  send(message: unknown): void {
-    if (!this.closed) this.socket.write(encodeFrame(message));
+  /** Send a frame; a large attachment is written as its own buffer(s), not copied into the frame. */
+  send(message: unknown, attachment?: Buffer | Buffer[]): void {
+    if (this.closed) return;
+    if (!Array.isArray(attachment)) {
+      this.socket.write(encodeFrame(message, attachment));
+      return;
+    }
+    const parts = attachment;
+    const size = parts.reduce((n, b) => n + b.length, 0);
+    const head = encodeFrameHead(message, size);
+    this.socket.cork();
+    this.socket.write(head);
+    for (const p of parts) this.socket.write(p);
+    this.socket.uncork();
   }
 
   close(): void {

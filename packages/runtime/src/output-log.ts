@@ -91,6 +91,16 @@ export class OutputLog {
     return out;
   }
 
+  /** Raw bytes from `from` (no character alignment): for the binary stream format. */
+  readBytes(from: number, maxBytes = 1 << 20): { data: Buffer[]; length: number; offset: number; truncated?: { requestedOffset: number; availableOffset: number } } {
+    let offset = Math.min(from, this.endOffset);
+    const truncated = offset < this.startOffset ? { requestedOffset: from, availableOffset: this.startOffset } : undefined;
+    if (truncated) offset = this.startOffset;
+    const length = Math.max(0, Math.min(maxBytes, this.endOffset - offset));
+    const data = length > 0 ? this.parts(offset, offset + length) : [];
+    return truncated ? { data, length, offset, truncated } : { data, length, offset };
+  }
+
   /** Resolve when data beyond `offset` exists, the log ended, or `ms` passed. */
   waitBeyond(offset: number, ms: number): Promise<void> {
     if (this.endOffset > offset || this.ended || ms <= 0) return Promise.resolve();
@@ -110,14 +120,20 @@ export class OutputLog {
   }
 
   private slice(from: number, to: number): Buffer {
-    const parts: Buffer[] = [];
-    let pos = this.startOffset;
-    for (const chunk of this.chunks) {
-      const cEnd = pos + chunk.length;
-      if (cEnd > from && pos < to) parts.push(chunk.subarray(Math.max(0, from - pos), Math.min(chunk.length, to - pos)));
-      if (cEnd >= to) break;
-      pos = cEnd;
-    }
+    const parts = this.parts(from, to);
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  }
+
+  /** The retained chunks covering [from, to), trimmed, without copying. Walks from the end: readers are usually near it. */
+  private parts(from: number, to: number): Buffer[] {
+    const out: Buffer[] = [];
+    let pos = this.endOffset;
+    for (let i = this.chunks.length - 1; i >= 0 && pos > from; i--) {
+      const chunk = this.chunks[i]!;
+      const cStart = pos - chunk.length;
+      if (cStart < to) out.push(chunk.subarray(Math.max(0, from - cStart), Math.min(chunk.length, to - cStart)));
+      pos = cStart;
+    }
+    return out.reverse();
   }
 }

@@ -10,6 +10,7 @@ import {
   type ProcessInfo,
   type ProcessLogs,
   type StartProcessRequest,
+  type StreamServerMessage,
 } from "@agentbox/protocol";
 import { BASE_ENV, sandboxPidOf, type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
 import { resolveCwd } from "./exec-runner.js";
@@ -199,6 +200,78 @@ export class ProcessSupervisor {
     const truncated = truncation(out, err);
     if (truncated) logs.truncated = truncated;
     return logs;
+  }
+
+  /**
+   * Read as ready-made stream messages (truncated, stdout, stderr, exit), encoded
+   * once here and relayed as they are: see process.readMessages.
+   */
+  async readMessages(id: string, stdoutOffset: number, stderrOffset: number, maxBytes: number, waitMs: number, binary = false) {
+    if (binary) return this.readBinaryMessages(id, stdoutOffset, stderrOffset, maxBytes, waitMs);
+    const r = await this.read(id, stdoutOffset, stderrOffset, maxBytes, waitMs);
+    const messages: StreamServerMessage[] = [];
+    if (r.truncated?.stdout) messages.push({ type: "truncated", stream: "stdout", ...r.truncated.stdout });
+    if (r.truncated?.stderr) messages.push({ type: "truncated", stream: "stderr", ...r.truncated.stderr });
+    if (r.stdoutBytes > 0) messages.push({ type: "stdout", data: r.stdout, offset: r.stdoutStart, bytes: r.stdoutBytes });
+    if (r.stderrBytes > 0) messages.push({ type: "stderr", data: r.stderr, offset: r.stderrStart, bytes: r.stderrBytes });
+    const exited = r.status === "exited";
+    if (exited) {
+      const exit: StreamServerMessage = { type: "exit", exitCode: r.exitCode ?? null };
+      if (r.signal) exit.signal = r.signal;
+      if (r.reason) exit.reason = r.reason;
+      messages.push(exit);
+    }
+    const encoded = messages.map((m) => Buffer.from(JSON.stringify(m), "utf8"));
+    return {
+      result: { stdoutOffset: r.stdoutOffset, stderrOffset: r.stderrOffset, messageBytes: encoded.map((b) => b.length), exited },
+      attachment: Buffer.concat(encoded),
+    };
+  }
+
+  /**
+   * The binary stream format: output chunks as raw bytes, each prefixed with a
+   * 9-byte header (stream: 1 = stdout, 2 = stderr; offset as a 64-bit big-endian
+   * integer); other messages stay JSON text. No decoding, escaping or re-encoding.
+   */
+  private async readBinaryMessages(id: string, stdoutOffset: number, stderrOffset: number, maxBytes: number, waitMs: number) {
+    const m = this.get(id);
+    if (waitMs > 0 && m.stdout.end <= stdoutOffset && m.stderr.end <= stderrOffset && m.info.status === "running") {
+      await Promise.race([m.stdout.waitBeyond(stdoutOffset, waitMs), m.stderr.waitBeyond(stderrOffset, waitMs), m.exited]);
+    }
+    const parts: Buffer[] = [];
+    const lengths: number[] = [];
+    const binary: boolean[] = [];
+    const text = (msg: StreamServerMessage) => {
+      const b = Buffer.from(JSON.stringify(msg), "utf8");
+      parts.push(b);
+      lengths.push(b.length);
+      binary.push(false);
+    };
+    const offsets = { stdout: stdoutOffset, stderr: stderrOffset };
+    for (const [name, log, tag] of [["stdout", m.stdout, 1], ["stderr", m.stderr, 2]] as const) {
+      const r = log.readBytes(offsets[name], maxBytes);
+      if (r.truncated) text({ type: "truncated", stream: name, ...r.truncated });
+      if (r.length > 0) {
+        const head = Buffer.allocUnsafe(9);
+        head[0] = tag;
+        head.writeBigUInt64BE(BigInt(r.offset), 1);
+        parts.push(head, ...r.data);
+        lengths.push(9 + r.length);
+        binary.push(true);
+      }
+      offsets[name] = r.offset + r.length;
+    }
+    const exited = m.info.status === "exited" && m.stdout.isEnded && m.stderr.isEnded && offsets.stdout >= m.stdout.end && offsets.stderr >= m.stderr.end;
+    if (exited) {
+      const exit: StreamServerMessage = { type: "exit", exitCode: m.info.exitCode ?? null };
+      if (m.info.signal) exit.signal = m.info.signal;
+      if (m.info.reason) exit.reason = m.info.reason;
+      text(exit);
+    }
+    return {
+      result: { stdoutOffset: offsets.stdout, stderrOffset: offsets.stderr, messageBytes: lengths, binary, exited },
+      attachment: parts,
+    };
   }
 
   /** Resolve with the process once exited, or undefined after `timeoutMs`. */

@@ -19,7 +19,7 @@ import { FramedConnection } from "./connection.js";
 
 export class RuntimeClient {
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (v: unknown, attachment?: Buffer) => void; reject: (e: Error) => void }>();
   private closed = false;
   /** Called once when the connection to the runtime is lost. */
   onClose: (() => void) | undefined;
@@ -36,8 +36,8 @@ export class RuntimeClient {
       let client: RuntimeClient | undefined;
       const conn = new FramedConnection(
         socket,
-        (message) => {
-          if (client) return client.receive(message);
+        (message, attachment) => {
+          if (client) return client.receive(message, attachment);
           const refused = ErrorFrame.safeParse(message);
           if (refused.success) {
             const code = isErrorCode(refused.data.error.code) ? refused.data.error.code : "RUNTIME_UNAVAILABLE";
@@ -76,12 +76,25 @@ export class RuntimeClient {
     });
   }
 
+  /** A request whose response carries raw bytes (e.g. process.readMessages). */
+  requestWithAttachment<M extends RuntimeMethod>(method: M, params: RuntimeParams<M>): Promise<{ result: RuntimeResult<M>; attachment: Buffer }> {
+    if (this.closed) return Promise.reject(new AgentboxError("RUNTIME_UNAVAILABLE", "not connected to the runtime"));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, {
+        resolve: (result, attachment) => resolve({ result: result as RuntimeResult<M>, attachment: attachment ?? Buffer.alloc(0) }),
+        reject,
+      });
+      this.conn.send({ type: "request", id, method, params });
+    });
+  }
+
   close(): void {
     this.conn.close();
     this.lost();
   }
 
-  private receive(message: unknown): void {
+  private receive(message: unknown, attachment: Buffer | undefined): void {
     const frame = ResponseFrame.safeParse(message);
     if (!frame.success) return;
     const waiter = this.pending.get(frame.data.id);
@@ -91,7 +104,7 @@ export class RuntimeClient {
     if (err) {
       waiter.reject(new AgentboxError(isErrorCode(err.code) ? err.code : "INTERNAL", err.message, err.details));
     } else {
-      waiter.resolve(frame.data.result);
+      waiter.resolve(frame.data.result, attachment);
     }
   }
 

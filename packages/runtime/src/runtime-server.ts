@@ -22,6 +22,14 @@ import type { SandboxManager } from "./sandbox-manager.js";
 export const RUNTIME_VERSION = "0.1.0";
 
 type Handler = (params: never) => Promise<unknown> | unknown;
+
+/** A handler result that travels with raw bytes (see framing.ts). */
+export class WithAttachment {
+  constructor(
+    readonly result: unknown,
+    readonly attachment: Buffer | Buffer[],
+  ) {}
+}
 type Ref = { sandboxId: string; processId: string };
 
 export interface RuntimeServerOptions {
@@ -59,6 +67,10 @@ export class RuntimeServer {
       "process.kill": (p: Ref & { signal: NodeJS.Signals }) => m.processes(p.sandboxId).kill(p.processId, p.signal),
       "process.read": (p: Ref & { stdoutOffset: number; stderrOffset: number; maxBytes: number; waitMs: number }) =>
         m.processes(p.sandboxId).read(p.processId, p.stdoutOffset, p.stderrOffset, p.maxBytes, p.waitMs),
+      "process.readMessages": async (p: Ref & { stdoutOffset: number; stderrOffset: number; maxBytes: number; waitMs: number; binary?: boolean }) => {
+        const { result, attachment } = await m.processes(p.sandboxId).readMessages(p.processId, p.stdoutOffset, p.stderrOffset, p.maxBytes, p.waitMs, p.binary);
+        return new WithAttachment(result, attachment);
+      },
       "process.wait": async (p: Ref & { timeoutMs: number }) => {
         const info = await m.processes(p.sandboxId).wait(p.processId, p.timeoutMs);
         return info ? { info } : {};
@@ -140,7 +152,8 @@ export class RuntimeServer {
         throw new AgentboxError("INVALID_REQUEST", `invalid params for ${method}: ${parsed.error.issues[0]?.message ?? ""}`);
       }
       const result = await this.handlers[method as RuntimeMethod](parsed.data as never);
-      conn.send({ type: "response", id, result });
+      if (result instanceof WithAttachment) conn.send({ type: "response", id, result: result.result }, result.attachment);
+      else conn.send({ type: "response", id, result });
     } catch (err) {
       const e = err as Error & { code?: unknown; details?: Record<string, unknown> };
       const code = isErrorCode(e.code) ? e.code : "INTERNAL";

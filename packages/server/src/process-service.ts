@@ -49,8 +49,9 @@ export class ProcessService {
     return logs;
   }
 
-  read(sandboxId: string, processId: string, stdoutOffset: number, stderrOffset: number, maxBytes: number, waitMs: number) {
-    return this.runtime.request("process.read", { sandboxId, processId, stdoutOffset, stderrOffset, maxBytes, waitMs });
+  /** Output as ready-made stream messages (relayed without decoding). */
+  readMessages(sandboxId: string, processId: string, stdoutOffset: number, stderrOffset: number, maxBytes: number, waitMs: number, binary: boolean) {
+    return this.runtime.requestWithAttachment("process.readMessages", { sandboxId, processId, stdoutOffset, stderrOffset, maxBytes, waitMs, binary });
   }
 
   async wait(sandboxId: string, processId: string, timeoutMs: number): Promise<ProcessInfo> {

@@ -38,6 +38,11 @@ export class RuntimeLink {
     return client.request(method, params);
   }
 
+  async requestWithAttachment<M extends RuntimeMethod>(method: M, params: RuntimeParams<M>) {
+    const client = await this.connect();
+    return client.requestWithAttachment(method, params);
+  }
+
   get pid(): number | undefined {
     return this.client?.runtimePid;
   }

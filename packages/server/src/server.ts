@@ -71,10 +71,12 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const sockets = new WebSocketHub((req, url) => ready && keyMatches(apiKey, bearer(req, url)));
   sockets.route("/v1/sandboxes/:id/processes/:pid/stream", (ws, params, url) => {
     const query = Object.fromEntries(url.searchParams);
+    const binary = query.format === "binary";
     delete query.token;
+    delete query.format;
     try {
       const q = parseOrThrow(LogsQuery, query, "query");
-      return serveProcessStream(ws, processes, { sandboxId: params.id!, processId: params.pid!, ...q });
+      return serveProcessStream(ws, processes, { sandboxId: params.id!, processId: params.pid!, ...q, binary });
     } catch (err) {
       const e = err as AgentboxError;
       ws.send(JSON.stringify({ type: "error", code: e.code, message: e.message }));

@@ -123,7 +123,8 @@ describe("processes", () => {
   });
 
   test("100,000 numbered lines reassemble byte-exact across three forced disconnects", async () => {
-    await start({ id: "lines", command: "seq 1 100000 | sed 's/^/line /'" });
+    // Ten bursts, so the disconnects fall in the middle of the output.
+    await start({ id: "lines", command: "for i in $(seq 0 9); do seq $((i*10000+1)) $((i*10000+10000)) | sed 's/^/line /'; sleep 0.1; done" });
     const c = collector();
     for (let i = 0; i < 3; i++) {
       await attach(streamUrl(h.server.url, sb, "lines", c.offsets), h.server.apiKey, c, { stopAfterBytes: 150_000 });

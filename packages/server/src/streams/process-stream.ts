@@ -15,8 +15,8 @@ import {
 } from "@agentbox/protocol";
 import type { ProcessService } from "../process-service.js";
 
-const READ_BYTES = 256 * 1024;
-const HIGH_WATER = 1024 * 1024;
+const READ_BYTES = 4 * 1024 * 1024;
+const HIGH_WATER = 4 * 1024 * 1024;
 const POLL_MS = 20_000;
 
 export interface StreamTarget {
@@ -24,6 +24,8 @@ export interface StreamTarget {
   processId: string;
   stdoutOffset: number;
   stderrOffset: number;
+  /** `?format=binary`: output as binary frames (see readBinaryMessages in the runtime). */
+  binary: boolean;
 }
 
 function send(ws: WebSocket, message: StreamServerMessage): void {
@@ -52,9 +54,9 @@ export async function serveProcessStream(ws: WebSocket, processes: ProcessServic
   let stdoutOffset = target.stdoutOffset;
   let stderrOffset = target.stderrOffset;
   while (ws.readyState === ws.OPEN) {
-    let r;
+    let read;
     try {
-      r = await processes.read(sandboxId, processId, stdoutOffset, stderrOffset, READ_BYTES, POLL_MS);
+      read = await processes.readMessages(sandboxId, processId, stdoutOffset, stderrOffset, READ_BYTES, POLL_MS, target.binary);
     } catch (err) {
       // The runtime went away (server stopping, or it died): the client reconnects with its offsets.
       const e = err instanceof AgentboxError ? err : new AgentboxError("INTERNAL", String(err));
@@ -64,17 +66,16 @@ export async function serveProcessStream(ws: WebSocket, processes: ProcessServic
       }
       return;
     }
-    if (r.truncated?.stdout) send(ws, { type: "truncated", stream: "stdout", ...r.truncated.stdout });
-    if (r.truncated?.stderr) send(ws, { type: "truncated", stream: "stderr", ...r.truncated.stderr });
-    if (r.stdoutBytes > 0) send(ws, { type: "stdout", data: r.stdout, offset: r.stdoutStart, bytes: r.stdoutBytes });
-    if (r.stderrBytes > 0) send(ws, { type: "stderr", data: r.stderr, offset: r.stderrStart, bytes: r.stderrBytes });
-    stdoutOffset = r.stdoutOffset;
-    stderrOffset = r.stderrOffset;
-    if (r.status === "exited") {
-      const exit: StreamServerMessage = { type: "exit", exitCode: r.exitCode ?? null };
-      if (r.signal) exit.signal = r.signal;
-      if (r.reason) exit.reason = r.reason;
-      send(ws, exit);
+    const { result, attachment } = read;
+    let at = 0;
+    for (const [i, length] of result.messageBytes.entries()) {
+      if (ws.readyState !== ws.OPEN) return;
+      ws.send(attachment.subarray(at, at + length), { binary: result.binary?.[i] ?? false });
+      at += length;
+    }
+    stdoutOffset = result.stdoutOffset;
+    stderrOffset = result.stderrOffset;
+    if (result.exited) {
       ws.close(WS_CLOSE.NORMAL, "exited");
       return;
     }
