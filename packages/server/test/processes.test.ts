@@ -136,6 +136,26 @@ describe("processes", () => {
     assert.equal(c.messages.filter((m) => m.type === "started").length, 4);
   });
 
+  test("format=binary streams raw bytes with their stream and offset", async () => {
+    await start({ id: "bin", command: "printf 'ab\\377\\376\\000cd'; printf 'E' >&2" });
+    await wait("bin");
+    const frames: Array<{ stream: number; offset: number; data: Buffer }> = [];
+    const texts: any[] = [];
+    await new Promise<void>((resolve) => {
+      const ws = new WebSocket(`${streamUrl(h.server.url, sb, "bin")}&format=binary`, { headers: { authorization: `Bearer ${h.server.apiKey}` } });
+      ws.on("message", (raw: Buffer, isBinary) => {
+        if (isBinary) frames.push({ stream: raw[0]!, offset: Number(raw.readBigUInt64BE(1)), data: raw.subarray(9) });
+        else texts.push(JSON.parse(String(raw)));
+      });
+      ws.on("close", () => resolve());
+    });
+    assert.deepEqual(frames.map((f) => [f.stream, f.offset, [...f.data]]), [
+      [1, 0, [0x61, 0x62, 0xff, 0xfe, 0x00, 0x63, 0x64]],
+      [2, 0, [0x45]],
+    ]);
+    assert.deepEqual(texts.map((t) => t.type), ["started", "exit"]);
+  });
+
   test("multi-byte characters split by the pipe never appear broken", async () => {
     // Writes of 1 byte at a time cut every character across reads.
     const text = "héllo wörld ✓ 😀 ".repeat(200);
