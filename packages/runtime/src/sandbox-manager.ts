@@ -94,6 +94,15 @@ export class SandboxManager {
     return this.refilling;
   }
 
+  private quietTimer: NodeJS.Timeout | undefined;
+
+  /** Refill once no sandbox was created for a moment: the disk work would slow creates and first commands down. */
+  private refillWhenQuiet(): void {
+    if (this.quietTimer) clearTimeout(this.quietTimer);
+    this.quietTimer = setTimeout(() => void this.refillSpares(), this.spareSlots.length > 0 ? 50 : 0);
+    this.quietTimer.unref();
+  }
+
   private async takeSlot(): Promise<number> {
     const spare = this.spareSlots.shift();
     if (spare !== undefined) return spare;
@@ -139,7 +148,6 @@ export class SandboxManager {
     if (!host.ok) throw new AgentboxError("RUNTIME_UNAVAILABLE", host.problems.join("; "));
     this.image ??= ensureHostImage(join(this.dataDir, "images"));
     const slot = await this.takeSlot();
-    void this.refillSpares();
     try {
       const sandbox = await LocalSandbox.start({
         id: params.id,
@@ -153,6 +161,7 @@ export class SandboxManager {
         bwrap: host.bwrap!,
         spawner: this.spawner,
       });
+      this.refillWhenQuiet();
       const entry: Entry = { sandbox, processes: new ProcessSupervisor(sandbox), slot, createdAt: new Date().toISOString(), workdir: params.workdir };
       this.sandboxes.set(params.id, entry);
       return this.describe(params.id, entry);
