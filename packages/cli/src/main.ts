@@ -3,6 +3,8 @@
 import { Command } from "commander";
 import { DEFAULT_URL } from "@agentbox/sdk";
 import { execCommand } from "./commands/exec.js";
+import { killCommand, logsCommand, psCommand } from "./commands/process.js";
+import { runCommand } from "./commands/run.js";
 import { sandboxCommand } from "./commands/sandbox.js";
 import { serveCommand } from "./commands/serve.js";
 
@@ -25,12 +27,20 @@ Examples:
   $ SB=$(agentbox sandbox create)                    # in another terminal
   $ agentbox exec $SB -- uname -a
   $ agentbox exec $SB -- 'echo hello > greeting && cat greeting'
+  $ agentbox run $SB --id web -d -- python3 -m http.server 8000   # a background process
+  $ agentbox ps $SB
+  $ agentbox logs -f $SB web                         # Ctrl-C stops following, not the process
+  $ agentbox kill $SB web --signal TERM
   $ agentbox sandbox rm $SB
   $ agentbox --url https://agentbox.example.com --api-key "$KEY" sandbox list`,
     );
   program.addCommand(serveCommand());
   program.addCommand(sandboxCommand());
   program.addCommand(execCommand());
+  program.addCommand(runCommand());
+  program.addCommand(psCommand());
+  program.addCommand(logsCommand());
+  program.addCommand(killCommand());
   return program;
 }
 

@@ -77,15 +77,23 @@ export class HttpTransport {
     return url;
   }
 
+  /** The `ws://` / `wss://` URL of an API path, for a WebSocket. */
+  websocketUrl(path: string, query?: Query): URL {
+    const url = this.url(path, query);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    return url;
+  }
+
+  /** @internal The headers every request carries (auth, user agent), for WebSocket upgrades. */
+  baseHeaders(): Record<string, string> {
+    return { authorization: `Bearer ${this.apiKey}`, "user-agent": this.userAgent };
+  }
+
   /** Send a request and return the decoded JSON body (undefined for an empty body). */
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
     const url = this.url(path, options.query);
     const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body), "utf8");
-    const headers: http.OutgoingHttpHeaders = {
-      accept: "application/json",
-      authorization: `Bearer ${this.apiKey}`,
-      "user-agent": this.userAgent,
-    };
+    const headers: http.OutgoingHttpHeaders = { accept: "application/json", ...this.baseHeaders() };
     if (payload !== undefined) {
       headers["content-type"] = "application/json";
       headers["content-length"] = payload.length;

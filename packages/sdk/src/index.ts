@@ -5,13 +5,38 @@
  *   const client = new Agentbox(); // AGENTBOX_URL, AGENTBOX_API_KEY
  *   await using sb = await client.sandboxes.create();
  *   const { stdout } = await sb.exec("echo hello");
+ *   const proc = await sb.startProcess("npm run dev");    // a background process
+ *   for await (const chunk of proc) process.stdout.write(chunk.data);
  *
  * The `Symbol.asyncDispose` fallback for runtimes that lack it lives in
  * sandbox.ts: ESM evaluates imported modules first, so a statement here would
  * run after the Sandbox class had already been defined.
  */
 export { Agentbox, Sandboxes, DEFAULT_URL, type AgentboxOptions, type ListSandboxesOptions, type Health } from "./client.js";
-export { Sandbox, type SandboxInfo, type ExecOptions } from "./sandbox.js";
+export { Sandbox, type SandboxInfo, type ExecOptions, type StartProcessOptions } from "./sandbox.js";
+export {
+  ProcessHandle,
+  DEFAULT_RECONNECT_POLICY,
+  type AttachOptions,
+  type ProcessChunk,
+  type ProcessHandleEvents,
+  type ProcessOffsets,
+  type ProcessResult,
+  type ReconnectPolicy,
+} from "./process-handle.js";
+export {
+  PROCESS_SIGNALS,
+  STREAM_CLOSE,
+  type ProcessInfo,
+  type ProcessLogs,
+  type ProcessSignal,
+  type ProcessStatus,
+  type ProcessStream,
+  type StartProcessRequest,
+  type StreamClientMessage,
+  type StreamServerMessage,
+  type Truncation,
+} from "./process-types.js";
 export {
   AgentboxApiError,
   CONNECTION_FAILED,

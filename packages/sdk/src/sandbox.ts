@@ -2,6 +2,8 @@
 import type { ExecRequest, ExecResult, Sandbox as SandboxInfo } from "@agentbox/protocol";
 import { isAgentboxError } from "./errors.js";
 import type { HttpTransport } from "./http.js";
+import { ProcessHandle, type AttachOptions, type ProcessOffsets } from "./process-handle.js";
+import type { ProcessInfo, ProcessLogs, ProcessSignal, StartProcessRequest } from "./process-types.js";
 
 // `Symbol.asyncDispose` must exist before the class below is defined, because its
 // method key is computed then. Node 20.20 defines it (as Symbol.for("nodejs.asyncDispose"));
@@ -23,6 +25,25 @@ export interface ExecOptions {
   maxOutputBytes?: number;
   /** Abandon the HTTP request (the command itself is not killed by this). */
   signal?: AbortSignal;
+}
+
+export interface StartProcessOptions extends AttachOptions {
+  /**
+   * Your own id for the process (`[A-Za-z0-9._-]{1,64}`). Starting an id that
+   * already exists attaches to that process instead of starting a second one,
+   * which makes a retried start safe.
+   */
+  id?: string | undefined;
+  /** Working directory inside the sandbox (default: the template's workdir, `/workspace`). */
+  cwd?: string | undefined;
+  /** Variables layered on top of the sandbox's environment. */
+  env?: Record<string, string> | undefined;
+  /** Kill the process (and its children) after this long; it then exits with `reason: "timeout"`. */
+  timeoutMs?: number | undefined;
+  /** Start from a snapshot of this session's cwd and env. */
+  sessionId?: string | undefined;
+  /** Size of each stream's output log kept by the server (older output is evicted past it). */
+  maxLogBytes?: number | undefined;
 }
 
 /** Extra time the HTTP request for an exec may take beyond the exec's own timeout. */
@@ -71,6 +92,70 @@ export class Sandbox {
     // The request must outlive the command: no client timeout unless the exec has one.
     const timeoutMs = options.timeoutMs !== undefined ? options.timeoutMs + EXEC_TIMEOUT_GRACE_MS : null;
     return this.http.request<ExecResult>("POST", `${this.path}/exec`, { body, timeoutMs, signal });
+  }
+
+  /**
+   * Start a background process and attach to its output. A string is run by
+   * `/bin/sh -c`; an array is executed as argv. Resolves once the server has
+   * started it; the output then streams through the handle (iterate it, or
+   * use `onStdout`/`onStderr`) until `wait()` resolves at the exit.
+   *
+   *   const proc = await sb.startProcess(["python3", "-u", "train.py"], { id: "train" });
+   *   proc.onStdout((text) => process.stdout.write(text));
+   *   const { exitCode } = await proc.wait();
+   */
+  async startProcess(command: string | string[], options: StartProcessOptions = {}): Promise<ProcessHandle> {
+    const { id, cwd, env, timeoutMs, sessionId, maxLogBytes, ...attach } = options;
+    const body: StartProcessRequest = typeof command === "string" ? { command } : { argv: [...command] };
+    if (id !== undefined) body.id = id;
+    if (cwd !== undefined) body.cwd = cwd;
+    if (env !== undefined) body.env = env;
+    if (timeoutMs !== undefined) body.timeoutMs = timeoutMs;
+    if (sessionId !== undefined) body.sessionId = sessionId;
+    if (maxLogBytes !== undefined) body.maxLogBytes = maxLogBytes;
+    const info = await this.http.request<ProcessInfo>("POST", `${this.path}/processes`, { body });
+    return new ProcessHandle(this.http, this.id, info, attach);
+  }
+
+  /**
+   * Attach to a process started earlier (by anyone), from the given offsets
+   * (default 0: all the output the server still holds). Works on a process that
+   * has exited too: the handle receives the rest of its output and its exit.
+   */
+  async getProcess(id: string, options: AttachOptions = {}): Promise<ProcessHandle> {
+    const info = await this.process(id);
+    return new ProcessHandle(this.http, this.id, info, options);
+  }
+
+  /** The sandbox's processes, running and exited. */
+  async processes(): Promise<ProcessInfo[]> {
+    const result = await this.http.request<{ processes: ProcessInfo[] } | ProcessInfo[]>("GET", `${this.path}/processes`);
+    return Array.isArray(result) ? result : (result?.processes ?? []);
+  }
+
+  /** One process's state; throws NOT_FOUND if there is none with this id. */
+  process(id: string): Promise<ProcessInfo> {
+    return this.http.request<ProcessInfo>("GET", this.processPath(id));
+  }
+
+  /**
+   * The output the server holds for a process, from the given byte offsets
+   * (`handle.offsets` fits). The returned `stdoutOffset`/`stderrOffset` are where
+   * to resume; `truncated` says when the offsets asked for had been evicted.
+   */
+  processLogs(id: string, offsets: Partial<ProcessOffsets> = {}): Promise<ProcessLogs> {
+    return this.http.request<ProcessLogs>("GET", `${this.processPath(id)}/logs`, {
+      query: { stdoutOffset: offsets.stdout, stderrOffset: offsets.stderr },
+    });
+  }
+
+  /** Signal a process and its children without attaching to it (the server's default signal is SIGKILL). */
+  killProcess(id: string, signal?: ProcessSignal): Promise<ProcessInfo> {
+    return this.http.request<ProcessInfo>("POST", `${this.processPath(id)}/kill`, { body: signal === undefined ? {} : { signal } });
+  }
+
+  private processPath(id: string): string {
+    return `${this.path}/processes/${encodeURIComponent(id)}`;
   }
 
   /** Set the sandbox to expire `seconds` from now; returns (and keeps) the updated state. */

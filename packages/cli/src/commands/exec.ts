@@ -6,7 +6,7 @@ import { action, collectKeyValue, parsePositiveInt } from "../context.js";
 import { CliError, printJson } from "../output.js";
 
 /** The exit code a shell would report: the code, 128+N for signal N, 124 for a timeout (as timeout(1)). */
-export function exitCodeOf(result: ExecResult): number {
+export function exitCodeOf(result: Pick<ExecResult, "exitCode" | "signal" | "reason">): number {
   if (result.reason === "timeout") return 124;
   if (result.signal !== undefined) {
     const number = (constants.signals as Record<string, number | undefined>)[result.signal];
