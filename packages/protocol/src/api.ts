@@ -166,7 +166,9 @@ export const StartProcessRequest = z
   });
 export type StartProcessRequest = z.input<typeof StartProcessRequest>;
 
-export const ProcessInputRequest = z.strictObject({ data: z.string() });
+export const ProcessInputRequest = z
+  .strictObject({ data: z.string().optional(), dataBase64: z.base64().optional() })
+  .refine((r) => (r.data === undefined) !== (r.dataBase64 === undefined), { message: "exactly one of data or dataBase64 is required", path: ["data"] });
 
 export const SIGNAL_NAMES = [
   "SIGHUP", "SIGINT", "SIGQUIT", "SIGKILL", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGWINCH", "SIGALRM",
@@ -205,6 +207,7 @@ export type StreamServerMessage =
 
 export const StreamClientMessage = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("input"), data: z.string() }),
+  z.strictObject({ type: z.literal("input_base64"), data: z.base64() }),
   z.strictObject({ type: z.literal("close_stdin") }),
   z.strictObject({ type: z.literal("kill"), signal: SignalName.optional() }),
 ]);

@@ -25,6 +25,8 @@ interface Managed {
   child: SpawnedProcess;
   group: CgroupGroup;
   reason: ExitReason | undefined;
+  /** A kill was asked for: if the process then dies of a signal, that is why. */
+  killRequested: boolean;
   exited: Promise<void>;
   timer: NodeJS.Timeout | undefined;
 }
@@ -79,7 +81,7 @@ export class ProcessSupervisor {
     child.stdout.on("data", (d: Buffer) => stdout.append(d));
     child.stderr.on("data", (d: Buffer) => stderr.append(d));
     child.stdin?.on("error", () => undefined);
-    const m: Managed = { info, stdout, stderr, child, group, reason: undefined, exited: Promise.resolve(), timer: undefined };
+    const m: Managed = { info, stdout, stderr, child, group, reason: undefined, killRequested: false, exited: Promise.resolve(), timer: undefined };
     if (req.timeoutMs !== undefined) {
       m.timer = setTimeout(() => {
         m.reason ??= "timeout";
@@ -105,7 +107,7 @@ export class ProcessSupervisor {
     m.stdout.close();
     m.stderr.close();
     if (m.reason === undefined && oom) m.reason = "oom";
-    if (m.reason === undefined && signal === "SIGKILL") m.reason = "killed";
+    if (m.reason === undefined && (signal === "SIGKILL" || (signal && m.killRequested))) m.reason = "killed";
     const info = m.info;
     info.status = "exited";
     info.exitCode = signal ? null : code;
@@ -152,6 +154,7 @@ export class ProcessSupervisor {
   async kill(id: string, signal: NodeJS.Signals = "SIGKILL"): Promise<ProcessInfo> {
     const m = this.get(id);
     if (m.info.status === "exited") return m.info;
+    m.killRequested = true;
     if (signal === "SIGKILL") {
       m.reason ??= "killed";
       await m.group.kill();

@@ -27,9 +27,12 @@ export class ProcessService {
     return this.runtime.request("process.get", { sandboxId, processId });
   }
 
-  async input(sandboxId: string, processId: string, data: string): Promise<void> {
+  async input(sandboxId: string, processId: string, input: { data?: string | undefined; dataBase64?: string | undefined }): Promise<void> {
     this.sandboxes.requireReady(sandboxId);
-    await this.runtime.request("process.input", { sandboxId, processId, data });
+    const params: { sandboxId: string; processId: string; data?: string; dataBase64?: string } = { sandboxId, processId };
+    if (input.data !== undefined) params.data = input.data;
+    if (input.dataBase64 !== undefined) params.dataBase64 = input.dataBase64;
+    await this.runtime.request("process.input", params);
   }
 
   async closeStdin(sandboxId: string, processId: string): Promise<void> {

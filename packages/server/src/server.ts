@@ -68,7 +68,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const processes = new ProcessService(sandboxes, runtime);
   processRoutes(router, processes);
 
-  const sockets = new WebSocketHub((req, url) => ready && keyMatches(apiKey, bearer(req, url)));
+  const sockets = new WebSocketHub(
+    (req, url) => keyMatches(apiKey, bearer(req, url)),
+    () => ready,
+  );
   sockets.route("/v1/sandboxes/:id/processes/:pid/stream", (ws, params, url) => {
     const query = Object.fromEntries(url.searchParams);
     const binary = query.format === "binary";

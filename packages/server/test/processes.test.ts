@@ -70,6 +70,7 @@ describe("processes", () => {
     assert.equal(killed.status, 200);
     const done = await wait("web");
     assert.equal(done.signal, "SIGTERM");
+    assert.equal(done.reason, "killed");
   });
 
   test("kill reaches a setsid grandchild and a nohup child", async () => {
@@ -100,10 +101,12 @@ describe("processes", () => {
     await start({ id: "cat", command: "cat" });
     await h.api("POST", `${base()}/cat/input`, { data: "first\n" });
     await h.api("POST", `${base()}/cat/input`, { data: "zweite ✓\n" });
+    await h.api("POST", `${base()}/cat/input`, { dataBase64: Buffer.from([0x62, 0x00, 0x0a]).toString("base64") });
+    assert.equal((await h.api("POST", `${base()}/cat/input`, {})).status, 400);
     assert.equal((await h.api("POST", `${base()}/cat/close-stdin`)).status, 200);
     const done = await wait("cat");
     assert.equal(done.exitCode, 0);
-    assert.equal((await h.api("GET", `${base()}/cat/logs`)).body.stdout, "first\nzweite ✓\n");
+    assert.equal((await h.api("GET", `${base()}/cat/logs`)).body.stdout, "first\nzweite ✓\nb\u0000\n");
   });
 
   test("stream: started, output with offsets, exit, close 1000; stdin over the socket", async () => {

@@ -21,7 +21,11 @@ export class WebSocketHub {
   private readonly sockets = new Set<WebSocket>();
   private readonly pinger: NodeJS.Timeout;
 
-  constructor(private readonly authorized: (req: IncomingMessage, url: URL) => boolean) {
+  constructor(
+    private readonly authorized: (req: IncomingMessage, url: URL) => boolean,
+    /** False while the server is starting: upgrades get 503 like any other request. */
+    private readonly ready: () => boolean,
+  ) {
     this.pinger = setInterval(() => {
       for (const ws of this.sockets) ws.ping();
     }, PING_INTERVAL_MS);
@@ -41,6 +45,7 @@ export class WebSocketHub {
       );
     };
     socket.on("error", () => undefined);
+    if (!this.ready()) return refuse(new AgentboxError("RUNTIME_UNAVAILABLE", "the server is starting; retry in a moment"));
     if (!this.authorized(req, url)) return refuse(new AgentboxError("UNAUTHORIZED", "missing or wrong API key (header, or ?token= for WebSockets)"));
     let match: { handler: SocketHandler; params: Record<string, string> };
     try {

@@ -19,7 +19,7 @@ export function processRoutes(router: Router, processes: ProcessService): void {
 
   router.post(`${base}/:pid/input`, async ({ req, params }) => {
     const body = parseOrThrow(ProcessInputRequest, await readJson(req));
-    await processes.input(params.id!, params.pid!, body.data);
+    await processes.input(params.id!, params.pid!, body);
     return { body: { ok: true } };
   });
 

@@ -98,7 +98,8 @@ async function onClientMessage(ws: WebSocket, processes: ProcessService, t: Stre
     return;
   }
   try {
-    if (message.type === "input") await processes.input(t.sandboxId, t.processId, message.data);
+    if (message.type === "input") await processes.input(t.sandboxId, t.processId, { data: message.data });
+    else if (message.type === "input_base64") await processes.input(t.sandboxId, t.processId, { dataBase64: message.data });
     else if (message.type === "close_stdin") await processes.closeStdin(t.sandboxId, t.processId);
     else await processes.kill(t.sandboxId, t.processId, message.signal ?? "SIGKILL");
   } catch (err) {
