@@ -10,6 +10,7 @@ import { Agentbox, type Sandbox } from "@agentbox/sdk";
 import { rawBwrap, rawSpawn } from "./baselines.js";
 import { descendants, findRuntimePid, pss, rss, sandboxCgroupMemory } from "./memory.js";
 import { startServerProcess } from "./server-process.js";
+import { concurrentStreams, firstChunkLatency, rawPipeThroughput, sdkThroughput } from "./streams.js";
 import { fmt, interleave, mib, summarize, type Summary } from "./stats.js";
 
 const { values } = parseArgs({
@@ -97,6 +98,36 @@ try {
     met: perSandbox <= 3 * 2 ** 20,
   };
   for (let i = 0; i < idle.length; i += 20) await Promise.all(idle.slice(i, i + 20).map((s) => s.delete()));
+
+  // (d) stream throughput
+  log("");
+  const size = quick ? "256M" : "1G";
+  const command = `head -c ${size} /dev/zero | base64`;
+  const raw = await rawPipeThroughput(command);
+  const viaSdk = await sdkThroughput(warm, command);
+  const rawRate = raw.bytes / raw.ms / 1000;
+  const sdkRate = viaSdk.bytes / viaSdk.ms / 1000;
+  const tpRatio = sdkRate / rawRate;
+  log(`(d) stream throughput of \`${command}\` to the SDK`);
+  log(`  agentbox  ${sdkRate.toFixed(0)} MB/s (${(viaSdk.bytes / 1e6).toFixed(0)} MB in ${(viaSdk.ms / 1000).toFixed(2)} s, ${viaSdk.truncations} truncation(s))`);
+  log(`  raw pipe  ${rawRate.toFixed(0)} MB/s (${(raw.bytes / 1e6).toFixed(0)} MB in ${(raw.ms / 1000).toFixed(2)} s)`);
+  log(`  ratio ${tpRatio.toFixed(2)}x  (target >= 0.3x: ${tpRatio >= 0.3 && viaSdk.truncations === 0 ? "met" : "MISSED"})`);
+  results.streamThroughput = { command, sdkMBps: sdkRate, rawMBps: rawRate, ratio: tpRatio, truncations: viaSdk.truncations, met: tpRatio >= 0.3 && viaSdk.truncations === 0 };
+
+  // (e) output latency
+  log("");
+  const latency = await firstChunkLatency(warm, quick ? 30 : 100);
+  log("(e) a line written by a process, until the SDK sees it");
+  log(`  p50 ${fmt(latency.p50)}  p95 ${fmt(latency.p95)}  (n=${latency.n}; target p50 <= 5 ms: ${latency.p50 <= 5 ? "met" : "MISSED"})`);
+  results.outputLatency = { ...latency, met: latency.p50 <= 5 };
+
+  // (f) concurrent streams
+  log("");
+  const conc = await concurrentStreams(warm, 100, quick ? 2000 : 20000);
+  log(`(f) 100 concurrent streaming processes in one sandbox`);
+  log(`  ${(conc.bytes / 1e6).toFixed(1)} MB in ${(conc.ms / 1000).toFixed(2)} s; processes with lost or wrong bytes: ${conc.lostOrWrong} (target 0: ${conc.lostOrWrong === 0 ? "met" : "MISSED"})`);
+  results.concurrentStreams = { ...conc, met: conc.lostOrWrong === 0 };
+
   await warm.delete();
 } finally {
   await server.stop();

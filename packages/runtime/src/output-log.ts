@@ -60,6 +60,12 @@ export class OutputLog {
     this.wake();
   }
 
+  /** Drop everything held (offsets stay valid: readers are told it was evicted). */
+  discard(): void {
+    this.chunks = [];
+    this.startOffset = this.endOffset;
+  }
+
   /** No more data will come (the process closed the stream). */
   close(): void {
     this.ended = true;

@@ -17,6 +17,8 @@ import { resolveCwd } from "./exec-runner.js";
 import { OutputLog, type LogRead } from "./output-log.js";
 
 export const MAX_EXITED = 256;
+/** Output kept for exited processes of one sandbox; the oldest exited processes' logs go first. */
+export const EXITED_LOG_BUDGET_BYTES = 64 * 1024 * 1024;
 
 interface Managed {
   info: ProcessInfo;
@@ -120,6 +122,15 @@ export class ProcessSupervisor {
   private forgetOldExited(): void {
     const exited = [...this.processes.values()].filter((m) => m.info.status === "exited");
     for (const m of exited.slice(0, Math.max(0, exited.length - MAX_EXITED))) this.processes.delete(m.info.id);
+    // Exit codes stay; output of finished processes is kept only within a budget, newest first.
+    let kept = 0;
+    for (const m of exited.reverse()) {
+      kept += m.stdout.retained + m.stderr.retained;
+      if (kept > EXITED_LOG_BUDGET_BYTES) {
+        m.stdout.discard();
+        m.stderr.discard();
+      }
+    }
   }
 
   private get(id: string): Managed {
