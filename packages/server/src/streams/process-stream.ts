@@ -16,7 +16,7 @@ import {
 import type { ProcessService } from "../process-service.js";
 
 const READ_BYTES = 4 * 1024 * 1024;
-const HIGH_WATER = 4 * 1024 * 1024;
+const HIGH_WATER = 2 * 1024 * 1024;
 const POLL_MS = 20_000;
 
 export interface StreamTarget {
@@ -33,7 +33,7 @@ function send(ws: WebSocket, message: StreamServerMessage): void {
 }
 
 async function drained(ws: WebSocket): Promise<void> {
-  while (ws.readyState === ws.OPEN && ws.bufferedAmount > HIGH_WATER) await new Promise((r) => setTimeout(r, 5));
+  while (ws.readyState === ws.OPEN && ws.bufferedAmount > HIGH_WATER) await new Promise((r) => setTimeout(r, 1));
 }
 
 export async function serveProcessStream(ws: WebSocket, processes: ProcessService, target: StreamTarget): Promise<void> {
@@ -51,12 +51,14 @@ export async function serveProcessStream(ws: WebSocket, processes: ProcessServic
   }
   send(ws, { type: "started", id: info.id, pid: info.pid });
 
-  let stdoutOffset = target.stdoutOffset;
-  let stderrOffset = target.stderrOffset;
+  // One read ahead: the next read is in flight while the client drains the current one.
+  const read = (stdout: number, stderr: number) =>
+    processes.readMessages(sandboxId, processId, stdout, stderr, READ_BYTES, POLL_MS, target.binary);
+  let next = read(target.stdoutOffset, target.stderrOffset);
   while (ws.readyState === ws.OPEN) {
-    let read;
+    let current;
     try {
-      read = await processes.readMessages(sandboxId, processId, stdoutOffset, stderrOffset, READ_BYTES, POLL_MS, target.binary);
+      current = await next;
     } catch (err) {
       // The runtime went away (server stopping, or it died): the client reconnects with its offsets.
       const e = err instanceof AgentboxError ? err : new AgentboxError("INTERNAL", String(err));
@@ -66,21 +68,22 @@ export async function serveProcessStream(ws: WebSocket, processes: ProcessServic
       }
       return;
     }
-    const { result, attachment } = read;
+    const { result, attachment } = current;
+    if (!result.exited) next = read(result.stdoutOffset, result.stderrOffset);
     let at = 0;
     for (const [i, length] of result.messageBytes.entries()) {
       if (ws.readyState !== ws.OPEN) return;
       ws.send(attachment.subarray(at, at + length), { binary: result.binary?.[i] ?? false });
       at += length;
     }
-    stdoutOffset = result.stdoutOffset;
-    stderrOffset = result.stderrOffset;
     if (result.exited) {
       ws.close(WS_CLOSE.NORMAL, "exited");
       return;
     }
     await drained(ws);
   }
+  // The socket closed with a read in flight: let it finish quietly.
+  next.catch(() => undefined);
 }
 
 async function onClientMessage(ws: WebSocket, processes: ProcessService, t: StreamTarget, raw: unknown, isBinary: boolean): Promise<void> {
