@@ -296,4 +296,4 @@ export function detectCgroups(root = "/sys/fs/cgroup"): CgroupDriver {
   return new NoCgroups();
 }
 
-export { V1Driver as CgroupV1Driver, V2Driver as CgroupV2Driver };
+export { V2Driver as CgroupV2Driver };

@@ -170,11 +170,6 @@ export class LocalSandbox {
     else group.remove();
   }
 
-  /** Host pid of the sandbox's pid 1 (for tests and diagnostics). */
-  get hostInitPid(): number {
-    return this.initPid;
-  }
-
   /** Kill every process of the sandbox and remove its cgroup and layers. */
   async destroy(): Promise<void> {
     this.alive = false;
@@ -214,14 +209,4 @@ export async function sandboxPidOf(helperPid: number, tries = 50): Promise<numbe
     await new Promise((r) => setTimeout(r, 1));
   }
   return undefined;
-}
-
-/** Read a process's status line (used to check a pid still belongs to us). */
-export function processExists(pid: number): boolean {
-  try {
-    readFileSync(join("/proc", String(pid), "stat"));
-    return true;
-  } catch {
-    return false;
-  }
 }
