@@ -203,4 +203,172 @@ describe("agentbox CLI", () => {
       assert.ok(r.stdout.includes(example), `${args.join(" ")} does not show "${example}"`);
     });
   });
+
+  describe("processes: run, ps, logs, kill", () => {
+    let sb: string;
+
+    /** Like cli(), but returns at once: the child, a promise of its end, and its output so far. */
+    function startCli(args: string[]): { child: ReturnType<typeof spawn>; out: { stdout: string; stderr: string }; done: Promise<Run> } {
+      const child = spawn(process.execPath, [CLI, ...args], {
+        cwd: workDir,
+        env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", AGENTBOX_URL: server.url, AGENTBOX_API_KEY: server.apiKey },
+        stdio: ["pipe", "pipe", "pipe"],
+      });
+      const out = { stdout: "", stderr: "" };
+      child.stdout!.setEncoding("utf8").on("data", (d: string) => (out.stdout += d));
+      child.stderr!.setEncoding("utf8").on("data", (d: string) => (out.stderr += d));
+      const done = new Promise<Run>((resolve, reject) => {
+        child.on("error", reject);
+        child.on("close", (code) => resolve({ code, ...out }));
+      });
+      child.stdin!.end();
+      return { child, out, done };
+    }
+
+    async function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+      const deadline = Date.now() + timeoutMs;
+      while (!condition()) {
+        if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+
+    async function processes(): Promise<Array<Record<string, any>>> {
+      const r = await cli(["ps", sb, "--json"]);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout);
+    }
+
+    before(async () => {
+      const r = await cli(["sandbox", "create", "--timeout", "600", "-m", "suite=cli-processes"]);
+      assert.equal(r.code, 0, r.stderr);
+      sb = r.stdout.trim();
+    });
+    after(async () => {
+      await cli(["sandbox", "rm", sb]);
+    });
+
+    test("run streams stdout and stderr as they come and exits with the process's code", async () => {
+      const run = startCli(["run", sb, "--", "sh", "-c", "echo a; echo b >&2; sleep 1; exit 4"]);
+      // The output is printed while the process still runs.
+      await until(() => run.out.stdout === "a\n" && run.out.stderr === "b\n", "the first output");
+      assert.equal(run.child.exitCode, null, "run is still attached");
+      const r = await run.done;
+      assert.equal(r.code, 4);
+      assert.equal(r.stdout, "a\n");
+      assert.equal(r.stderr, "b\n");
+      const quick = await cli(["run", sb, "--", "sh", "-c", "echo a; echo b >&2; exit 4"]);
+      assert.deepEqual(quick, { code: 4, stdout: "a\n", stderr: "b\n" });
+    });
+
+    test("run: one argument with a space runs in a shell; --cwd and -e", async () => {
+      const r = await cli(["run", sb, "--cwd", "/tmp", "-e", "FOO=bar", "--", 'echo "$FOO" | tr a-z A-Z; pwd']);
+      assert.deepEqual(r, { code: 0, stdout: "BAR\n/tmp\n", stderr: "" });
+    });
+
+    test("run passes stdin through and closes it at the end", async () => {
+      const r = await cli(["run", sb, "--", "cat"], { stdin: "hello\nwörld €\n" });
+      assert.deepEqual(r, { code: 0, stdout: "hello\nwörld €\n", stderr: "" });
+      const counted = await cli(["run", sb, "--", "wc", "-l"], { stdin: "1\n2\n3\n" });
+      assert.equal(counted.stdout.trim(), "3");
+      // --no-stdin: the process reads end-of-file at once.
+      const none = await cli(["run", sb, "--no-stdin", "--", "wc", "-c"], { stdin: "ignored" });
+      assert.equal(none.stdout.trim(), "0");
+    });
+
+    test("run --timeout exits 124; a signal exits 128+N", async () => {
+      const started = Date.now();
+      const r = await cli(["run", sb, "--timeout", "300", "--", "sleep", "10"]);
+      assert.equal(r.code, 124);
+      assert.equal(r.stdout, "");
+      assert.ok(Date.now() - started < 8000, "ended soon after its timeout");
+      const signalled = await cli(["run", sb, "--", "sh", "-c", "kill -TERM $$"]);
+      assert.equal(signalled.code, 143);
+    });
+
+    test("run --json prints started, output and exit as JSON lines", async () => {
+      const r = await cli(["run", sb, "--json", "--id", "json-run", "--", "sh", "-c", "echo hi; exit 2"]);
+      assert.equal(r.code, 2);
+      const lines = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+      assert.deepEqual(lines[0].type, "started");
+      assert.equal(lines[0].id, "json-run");
+      assert.equal(typeof lines[0].pid, "number");
+      assert.deepEqual(lines.slice(1), [{ type: "stdout", data: "hi\n", offset: 0 }, { type: "exit", exitCode: 2 }]);
+    });
+
+    test("run -d prints the id; ps lists the process (--json and table)", async () => {
+      const r = await cli(["run", sb, "-d", "--id", "sleeper", "--", "sleep", "30"]);
+      assert.deepEqual(r, { code: 0, stdout: "sleeper\n", stderr: "" });
+      const listed = (await processes()).find((p) => p.id === "sleeper");
+      assert.ok(listed !== undefined, "ps --json lists it");
+      assert.equal(listed.status, "running");
+      assert.deepEqual(listed.argv, ["sleep", "30"]);
+      assert.equal(typeof listed.pid, "number");
+      const table = await cli(["ps", sb]);
+      assert.equal(table.code, 0);
+      assert.match(table.stdout, /^ID\s+PID\s+STATUS\s+EXIT\s+COMMAND\n/);
+      assert.match(table.stdout, /\nsleeper\s+\d+\s+running\s+-\s+sleep 30\n/);
+    });
+
+    test("kill ends a running process (SIGKILL by default, or --signal)", async () => {
+      const r = await cli(["kill", sb, "sleeper"]);
+      assert.deepEqual(r, { code: 0, stdout: "sleeper\n", stderr: "" });
+      const wait = await cli(["logs", "-f", sb, "sleeper"]);
+      assert.equal(wait.code, 137);
+      const info = (await processes()).find((p) => p.id === "sleeper");
+      assert.equal(info?.status, "exited");
+      assert.equal(info?.signal, "SIGKILL");
+      assert.equal(info?.reason, "killed");
+      assert.match((await cli(["ps", sb])).stdout, /\nsleeper\s+\d+\s+exited\s+SIGKILL \(killed\)\s+sleep 30\n/);
+
+      assert.equal((await cli(["run", sb, "-d", "--id", "termed", "--", "sleep", "30"])).code, 0);
+      const term = await cli(["kill", sb, "termed", "--signal", "TERM", "--json"]);
+      assert.equal(term.code, 0);
+      assert.equal(JSON.parse(term.stdout).id, "termed");
+      assert.equal((await cli(["logs", "-f", sb, "termed"])).code, 143);
+
+      const bad = await cli(["kill", sb, "termed", "-s", "NOPE"]);
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /unknown signal "NOPE"/);
+      const missing = await cli(["kill", sb, "no-such-process"]);
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /^error: [A-Z_]*NOT_FOUND: /);
+    });
+
+    test("logs prints the output of a finished process: stdout to stdout, stderr to stderr", async () => {
+      const run = await cli(["run", sb, "--id", "finished", "--", "sh", "-c", "echo out; echo err >&2; printf 'no newline'"]);
+      assert.equal(run.code, 0);
+      const r = await cli(["logs", sb, "finished"]);
+      assert.deepEqual(r, { code: 0, stdout: "out\nno newline", stderr: "err\n" });
+      const json = await cli(["logs", sb, "finished", "--json"]);
+      assert.deepEqual(json.stdout.trim().split("\n").map((l) => JSON.parse(l)), [
+        { type: "stdout", data: "out\nno newline", offset: 0 },
+        { type: "stderr", data: "err\n", offset: 0 },
+        { type: "exit", exitCode: 0 },
+      ]);
+      const missing = await cli(["logs", sb, "no-such-process"]);
+      assert.equal(missing.code, 1);
+      assert.match(missing.stderr, /^error: [A-Z_]*NOT_FOUND: /);
+    });
+
+    test("logs -f follows a running process until it exits, with its exit code", async () => {
+      const started = await cli(["run", sb, "-d", "--no-stdin", "--id", "counter", "--", "sh", "-c", "for i in 1 2 3 4 5; do echo $i; sleep 0.3; done; echo done >&2; exit 5"]);
+      assert.equal(started.code, 0);
+      const follow = startCli(["logs", "-f", sb, "counter"]);
+      await until(() => follow.out.stdout.startsWith("1\n"), "the first line");
+      assert.equal(follow.child.exitCode, null, "still following");
+      const r = await follow.done;
+      assert.deepEqual(r, { code: 5, stdout: "1\n2\n3\n4\n5\n", stderr: "done\n" });
+      // Without -f, the same output, and exit code 0 (logs itself succeeded).
+      assert.deepEqual(await cli(["logs", sb, "counter"]), { code: 0, stdout: "1\n2\n3\n4\n5\n", stderr: "done\n" });
+    });
+
+    test("--help of run, ps, logs and kill shows examples", async () => {
+      for (const [command, example] of [["run", "$ agentbox run sb-1234"], ["ps", "$ agentbox ps sb-1234"], ["logs", "$ agentbox logs -f sb-1234"], ["kill", "$ agentbox kill sb-1234"]] as const) {
+        const r = await cli([command, "--help"]);
+        assert.equal(r.code, 0);
+        assert.ok(r.stdout.includes(example), `${command} --help does not show "${example}"`);
+      }
+    });
+  });
 });

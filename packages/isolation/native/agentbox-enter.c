@@ -74,6 +74,7 @@ struct spec {
   long uid, gid;
   char **argv;
   char **env; /* NULL: keep the current environment */
+  int pid_fd;  /* with a target: the command writes its pid (as seen inside) here, then execs */
 };
 
 static void die(const char *what) {
@@ -171,11 +172,17 @@ static void enter(const struct spec *s) {
   if (child < 0) die("fork");
   if (child == 0) {
     setsid();
+    if (s->pid_fd >= 0) {
+      pid_t me = getpid();
+      if (write(s->pid_fd, &me, sizeof me) != sizeof me) {}
+      close(s->pid_fd);
+    }
     execvp(s->argv[0], s->argv);
     int err = errno;
     fprintf(stderr, "agentbox-enter: %s: %s\n", s->argv[0], strerror(err));
     _exit(err == ENOENT ? 127 : 126);
   }
+  if (s->pid_fd >= 0) close(s->pid_fd);
   static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGALRM};
   struct sigaction sa = {0};
   sa.sa_handler = forward;
@@ -249,7 +256,7 @@ static void reply_error(const char *id, const char *message) {
 }
 
 static void handle_spawn(char **fields, int n) {
-  struct spec s = {.root_fd = -1, .uid = -1, .gid = -1};
+  struct spec s = {.root_fd = -1, .uid = -1, .gid = -1, .pid_fd = -1};
   const char *id = NULL;
   int want_info = 0, stdin_null = 0;
   char **argv = calloc((size_t)n + 1, sizeof *argv);
@@ -279,9 +286,9 @@ static void handle_spawn(char **fields, int n) {
     goto out;
   }
 
-  int in[2] = {-1, -1}, out_[2], err_[2], info[2] = {-1, -1};
+  int in[2] = {-1, -1}, out_[2], err_[2], info[2] = {-1, -1}, pidp[2] = {-1, -1};
   if ((!stdin_null && pipe2(in, O_CLOEXEC) != 0) || pipe2(out_, O_CLOEXEC) != 0 || pipe2(err_, O_CLOEXEC) != 0 ||
-      (want_info && pipe2(info, O_CLOEXEC) != 0)) {
+      (want_info && pipe2(info, O_CLOEXEC) != 0) || (s.target && pipe2(pidp, O_CLOEXEC) != 0)) {
     reply_error(id, "pipe");
     goto out;
   }
@@ -298,18 +305,35 @@ static void handle_spawn(char **fields, int n) {
     int cin = stdin_null ? open("/dev/null", O_RDONLY | O_CLOEXEC) : fcntl(in[0], F_DUPFD_CLOEXEC, 10);
     int cout = fcntl(out_[1], F_DUPFD_CLOEXEC, 10), cerr = fcntl(err_[1], F_DUPFD_CLOEXEC, 10);
     int cinfo = want_info ? fcntl(info[1], F_DUPFD_CLOEXEC, 10) : -1;
+    int cpid = pidp[1] >= 0 ? fcntl(pidp[1], F_DUPFD_CLOEXEC, 10) : -1;
     if (cin < 0 || cout < 0 || cerr < 0 || dup2(cin, 0) < 0 || dup2(cout, 1) < 0 || dup2(cerr, 2) < 0) die("stdio");
     if (cinfo >= 0 && dup2(cinfo, 4) < 0) die("info fd");
     /* Nothing else of ours may stay open: the helper that waits for the command
        never execs, so close-on-exec alone would keep other commands' pipes alive. */
-    if (cinfo >= 0) close(3);
-    if (syscall(SYS_close_range, cinfo >= 0 ? 5 : 3, ~0U, 0) != 0) die("close_range");
+    if (cpid >= 0) {
+      /* The pid pipe goes to fd 3 (commands have no info pipe). */
+      if (dup3(cpid, 3, O_CLOEXEC) < 0) die("pid fd");
+      s.pid_fd = 3;
+    } else if (cinfo >= 0) {
+      close(3);
+    }
+    if (syscall(SYS_close_range, cinfo >= 0 ? 5 : cpid >= 0 ? 4 : 3, ~0U, 0) != 0) die("close_range");
     sigset_t all;
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
     signal(SIGPIPE, SIG_DFL);
     prctl(PR_SET_PDEATHSIG, 0);
     enter(&s);
+  }
+  /* The command's pid inside the sandbox: written just before it execs (0 if it never got there). */
+  pid_t nspid = 0;
+  if (pidp[0] >= 0) {
+    close(pidp[1]);
+    ssize_t r;
+    do r = read(pidp[0], &nspid, sizeof nspid);
+    while (r < 0 && errno == EINTR);
+    if (r != sizeof nspid) nspid = 0;
+    close(pidp[0]);
   }
   if (in[0] >= 0) close(in[0]);
   close(out_[1]);
@@ -324,15 +348,16 @@ static void handle_spawn(char **fields, int n) {
   j->fds[3] = info[0];
   j->next = jobs;
   jobs = j;
-  char f_id[64], f_pid[32], f_in[32], f_out[32], f_err[32], f_info[32];
+  char f_id[64], f_pid[32], f_in[32], f_out[32], f_err[32], f_info[32], f_nspid[32];
   snprintf(f_id, sizeof f_id, "id=%s", id);
   snprintf(f_pid, sizeof f_pid, "pid=%d", pid);
   snprintf(f_in, sizeof f_in, "stdin=%d", j->fds[0]);
   snprintf(f_out, sizeof f_out, "stdout=%d", j->fds[1]);
   snprintf(f_err, sizeof f_err, "stderr=%d", j->fds[2]);
   snprintf(f_info, sizeof f_info, "info=%d", j->fds[3]);
-  const char *reply[] = {"started", f_id, f_pid, f_in, f_out, f_err, f_info};
-  send_frame(reply, 7);
+  snprintf(f_nspid, sizeof f_nspid, "nspid=%d", nspid);
+  const char *reply[] = {"started", f_id, f_pid, f_in, f_out, f_err, f_info, f_nspid};
+  send_frame(reply, 8);
 out:
   free(argv);
   free(env);
@@ -453,7 +478,7 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
   if (argc == 2 && !strcmp(argv[1], "--serve")) return serve();
-  struct spec s = {.root_fd = -1, .uid = -1, .gid = -1};
+  struct spec s = {.root_fd = -1, .uid = -1, .gid = -1, .pid_fd = -1};
   int i = 1;
   for (; i < argc; i++) {
     if (strcmp(argv[i], "--") == 0) {

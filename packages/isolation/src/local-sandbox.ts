@@ -188,25 +188,3 @@ function hasChildren(pid: number): boolean {
     return false;
   }
 }
-
-/**
- * The pid, as seen inside the sandbox, of the command a helper (host pid
- * `helperPid`) started: its child's last NSpid entry. Undefined if the command
- * is already gone (or not forked yet after `tries` ms).
- */
-export async function sandboxPidOf(helperPid: number, tries = 50): Promise<number | undefined> {
-  for (let i = 0; i < tries; i++) {
-    try {
-      const child = readFileSync(`/proc/${helperPid}/task/${helperPid}/children`, "utf8").trim().split(" ")[0];
-      if (child) {
-        const m = /^NSpid:\s+(.*)$/m.exec(readFileSync(`/proc/${child}/status`, "utf8"));
-        const ids = m?.[1]?.trim().split(/\s+/);
-        if (ids?.length) return Number(ids[ids.length - 1]);
-      }
-    } catch {
-      return undefined;
-    }
-    await new Promise((r) => setTimeout(r, 1));
-  }
-  return undefined;
-}

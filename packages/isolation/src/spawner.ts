@@ -41,6 +41,8 @@ export interface ExitStatus {
 export interface SpawnedProcess {
   /** Host pid (for commands: the helper that waits for the process inside the sandbox and forwards signals). */
   pid: number;
+  /** For commands: the process's pid inside the sandbox (0 if it failed before it could run). */
+  sandboxPid: number;
   stdin: Socket | null;
   stdout: Socket;
   stderr: Socket;
@@ -175,6 +177,7 @@ export class Spawner {
     });
     return {
       pid,
+      sandboxPid: Number(kv.nspid ?? 0),
       stdin,
       stdout,
       stderr,

@@ -214,4 +214,4 @@ export const StreamClientMessage = z.discriminatedUnion("type", [
 export type StreamClientMessage = z.infer<typeof StreamClientMessage>;
 
 /** WebSocket close codes beyond the standard ones. */
-export const WS_CLOSE = { NORMAL: 1000, GOING_AWAY: 1001, UNAUTHORIZED: 4401, NOT_FOUND: 4404 } as const;
+export const WS_CLOSE = { NORMAL: 1000, GOING_AWAY: 1001, UNAUTHORIZED: 4401, NOT_FOUND: 4404, NOT_READY: 4409 } as const;

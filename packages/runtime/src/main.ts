@@ -19,16 +19,18 @@ if (!dataDir || !socketPath) {
 }
 
 const manager = new SandboxManager(dataDir);
-let stopping = false;
-const stop = async (why: string) => {
-  if (stopping) return;
-  stopping = true;
-  log(`stopping (${why}); removing ${manager.size} sandbox(es)`);
-  await server.close().catch(() => undefined);
-  await manager.destroyAll();
-  process.exit(0);
+let stopping: Promise<void> | undefined;
+/** Remove every sandbox, then exit. A shutdown request is answered once the sandboxes are gone. */
+const stop = (why: string): Promise<void> => {
+  stopping ??= (async () => {
+    log(`stopping (${why}); removing ${manager.size} sandbox(es)`);
+    await manager.destroyAll();
+    // Let the answer to a shutdown request go out before the connections drop.
+    setTimeout(() => void server.close().finally(() => process.exit(0)), 20);
+  })();
+  return stopping;
 };
-const server = new RuntimeServer({ socketPath, manager, onShutdown: () => void stop("shutdown request") });
+const server = new RuntimeServer({ socketPath, manager, onShutdown: () => stop("shutdown request") });
 
 function log(message: string): void {
   process.stdout.write(`${new Date().toISOString()} runtime[${process.pid}] ${message}\n`);

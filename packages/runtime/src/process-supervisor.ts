@@ -12,7 +12,7 @@ import {
   type StartProcessRequest,
   type StreamServerMessage,
 } from "@agentbox/protocol";
-import { BASE_ENV, sandboxPidOf, type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
+import { BASE_ENV, type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
 import { resolveCwd } from "./exec-runner.js";
 import { OutputLog, type LogRead } from "./output-log.js";
 
@@ -71,8 +71,7 @@ export class ProcessSupervisor {
       throw err;
     }
     // The pid users see is the one inside the sandbox (what `ps` and `kill` there use).
-    const pid = (await sandboxPidOf(child.pid)) ?? 0;
-    const info: ProcessInfo = { id, pid, cwd, status: "running", startedAt: new Date().toISOString() };
+    const info: ProcessInfo = { id, pid: child.sandboxPid, cwd, status: "running", startedAt: new Date().toISOString() };
     if (req.command !== undefined) info.command = req.command;
     else info.argv = req.argv;
     if (req.sessionId !== undefined) info.sessionId = req.sessionId;

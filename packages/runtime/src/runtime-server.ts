@@ -35,8 +35,8 @@ type Ref = { sandboxId: string; processId: string };
 export interface RuntimeServerOptions {
   socketPath: string;
   manager: SandboxManager;
-  /** Called when a client asks the runtime to shut down. */
-  onShutdown: () => void;
+  /** Called when a client asks the runtime to shut down; the answer is sent once it resolves. */
+  onShutdown: () => Promise<void> | void;
 }
 
 export class RuntimeServer {
@@ -75,8 +75,8 @@ export class RuntimeServer {
         const info = await m.processes(p.sandboxId).wait(p.processId, p.timeoutMs);
         return info ? { info } : {};
       },
-      "runtime.shutdown": () => {
-        setImmediate(opts.onShutdown);
+      "runtime.shutdown": async () => {
+        await opts.onShutdown();
         return { ok: true };
       },
     };

@@ -75,6 +75,7 @@ export class SandboxManager {
 
   /** Keep SPARE_LAYERS slots with prepared, empty layers ready for the next creates. */
   private refillSpares(): Promise<void> {
+    if (this.stopping) return Promise.resolve();
     this.refilling ??= (async () => {
       try {
         while (this.spareSlots.length < SPARE_LAYERS) {
@@ -95,6 +96,7 @@ export class SandboxManager {
   }
 
   private quietTimer: NodeJS.Timeout | undefined;
+  private stopping = false;
 
   /** Refill once no sandbox was created for a moment: the disk work would slow creates and first commands down. */
   private refillWhenQuiet(): void {
@@ -229,6 +231,8 @@ export class SandboxManager {
   }
 
   async destroyAll(): Promise<void> {
+    this.stopping = true;
+    if (this.quietTimer) clearTimeout(this.quietTimer);
     await Promise.all([...this.sandboxes.keys()].map((id) => this.delete(id)));
     await this.refilling;
     for (const slot of this.spareSlots.splice(0)) await unmountRootfs(this.slotPaths(slot));

@@ -17,10 +17,35 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(opts: { dataDir?: string; keepRuntime?: boolean; reaperIntervalMs?: number } = {}): Promise<Harness> {
+/**
+ * Remove a data directory after its server closed. A runtime told to stop answers at once and
+ * finishes removing its sandboxes (and preparing layers it had started) afterwards: try again
+ * until it is done.
+ */
+export async function removeDataDir(dir: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      rmSync(dir, { recursive: true, force: true });
+      return;
+    } catch (error) {
+      if (attempt >= 50) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+export async function startHarness(
+  opts: {
+    dataDir?: string;
+    keepRuntime?: boolean;
+    reaperIntervalMs?: number;
+    /** Port to listen on (default 0: a free one); give the port of a closed harness to come back at the same URL. */
+    port?: number;
+  } = {},
+): Promise<Harness> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "agentbox-test-"));
   const server = await startServer({
-    port: 0,
+    port: opts.port ?? 0,
     dataDir,
     keepRuntime: opts.keepRuntime ?? false,
     reaperIntervalMs: opts.reaperIntervalMs ?? 200,
@@ -59,7 +84,7 @@ export async function startHarness(opts: { dataDir?: string; keepRuntime?: boole
     },
     async close() {
       await server.close();
-      if (!opts.dataDir && !(opts.keepRuntime ?? false)) rmSync(dataDir, { recursive: true, force: true });
+      if (!opts.dataDir && !(opts.keepRuntime ?? false)) await removeDataDir(dataDir);
     },
   };
 }

@@ -245,6 +245,21 @@ describe("processes", () => {
     assert.equal((await h.api("POST", base(), { command: "true", id: "../x" })).status, 400);
   });
 
+  test("deleting the sandbox ends its streams with 4409 or 4404, not a retryable code", async () => {
+    const other = (await h.createSandbox()).id;
+    await h.api("POST", `/v1/sandboxes/${other}/processes`, { id: "doomed", command: "sleep 30" });
+    const c = collector();
+    const attached = attach(streamUrl(h.server.url, other, "doomed"), h.server.apiKey, c);
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = Date.now();
+    await h.api("DELETE", `/v1/sandboxes/${other}`);
+    await attached;
+    // Either the kill is seen as the process's exit, or the stream is told the sandbox is gone.
+    if (c.close!.code === 1000) assert.deepEqual(c.messages.at(-1), { type: "exit", exitCode: null, signal: "SIGKILL", reason: "killed" });
+    else assert.ok([4404, 4409].includes(c.close!.code), `close code ${c.close!.code}`);
+    assert.ok(Date.now() - t0 < 5000);
+  });
+
   test("100 concurrent streaming processes lose no byte", async () => {
     const ids = Array.from({ length: 100 }, (_, i) => `many-${i}`);
     await Promise.all(ids.map((id, i) => start({ id, command: `seq 1 ${1000 + i}` })));

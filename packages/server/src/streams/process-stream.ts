@@ -32,6 +32,17 @@ function send(ws: WebSocket, message: StreamServerMessage): void {
   if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
 }
 
+/**
+ * The runtime went away (server stopping, or it died): 1001, reconnect with your
+ * offsets. The process or sandbox is gone: 4404 / 4409, do not retry. Else 1011.
+ */
+function closeCodeFor(code: string): number {
+  if (code === "RUNTIME_UNAVAILABLE") return WS_CLOSE.GOING_AWAY;
+  if (code === "NOT_FOUND" || code === "SANDBOX_NOT_FOUND") return WS_CLOSE.NOT_FOUND;
+  if (code === "SANDBOX_NOT_READY") return WS_CLOSE.NOT_READY;
+  return 1011;
+}
+
 async function drained(ws: WebSocket): Promise<void> {
   while (ws.readyState === ws.OPEN && ws.bufferedAmount > HIGH_WATER) await new Promise((r) => setTimeout(r, 1));
 }
@@ -46,25 +57,27 @@ export async function serveProcessStream(ws: WebSocket, processes: ProcessServic
   } catch (err) {
     const e = err instanceof AgentboxError ? err : new AgentboxError("INTERNAL", String(err));
     send(ws, { type: "error", code: e.code, message: e.message });
-    ws.close(e.code === "NOT_FOUND" || e.code === "SANDBOX_NOT_FOUND" ? WS_CLOSE.NOT_FOUND : 1011, e.code);
+    ws.close(closeCodeFor(e.code), e.code);
     return;
   }
   send(ws, { type: "started", id: info.id, pid: info.pid });
 
   // One read ahead: the next read is in flight while the client drains the current one.
-  const read = (stdout: number, stderr: number) =>
-    processes.readMessages(sandboxId, processId, stdout, stderr, READ_BYTES, POLL_MS, target.binary);
+  const read = (stdout: number, stderr: number) => {
+    const pending = processes.readMessages(sandboxId, processId, stdout, stderr, READ_BYTES, POLL_MS, target.binary);
+    pending.catch(() => undefined); // if the client leaves first, nobody awaits it
+    return pending;
+  };
   let next = read(target.stdoutOffset, target.stderrOffset);
   while (ws.readyState === ws.OPEN) {
     let current;
     try {
       current = await next;
     } catch (err) {
-      // The runtime went away (server stopping, or it died): the client reconnects with its offsets.
       const e = err instanceof AgentboxError ? err : new AgentboxError("INTERNAL", String(err));
       if (ws.readyState === ws.OPEN) {
         send(ws, { type: "error", code: e.code, message: e.message });
-        ws.close(e.code === "RUNTIME_UNAVAILABLE" ? WS_CLOSE.GOING_AWAY : 1011, e.code);
+        ws.close(closeCodeFor(e.code), e.code);
       }
       return;
     }
