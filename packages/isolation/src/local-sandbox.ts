@@ -134,19 +134,29 @@ export class LocalSandbox {
     // bubblewrap goes on writing (namespace ids) after the pid and then closes the
     // pipe: closing our end early would kill it with SIGPIPE.
     info.resume();
-    // info-fd reports pid 1 as soon as it exists; joining is safe only once its
-    // setup (mounts, pivot_root) is done, which is when it has forked the holder command.
-    for (let i = 0; !hasChildren(this.initPid); i++) {
-      if (!running) throw new Error(`sandbox holder exited: ${stderr.trim()}`);
-      if (i > 5000) throw new Error("sandbox holder did not become ready within 5 s");
-      await new Promise((r) => setTimeout(r, 1));
-    }
+    // info-fd reports pid 1 as soon as it exists; joining is safe only once its setup
+    // (mounts, pivot_root) is done, which is when it has forked the holder command.
+    // That last stretch overlaps with answering the create: every command waits for it.
+    this.ready = (async () => {
+      for (let i = 0; !hasChildren(this.initPid); i++) {
+        if (!running) throw new Error(`sandbox holder exited: ${stderr.trim()}`);
+        if (i > 5000) throw new Error("sandbox holder did not become ready within 5 s");
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
+    this.ready.catch(() => undefined);
+    // The first command's cgroup, made while bubblewrap works.
+    this.spareGroups.push(this.cgroup.child(`cmd-${++this.groupCounter}`));
     this.alive = true;
     holder.exited.then(() => (this.alive = false));
   }
 
+  /** Settles once the namespaces are fully set up (rejects if the holder died first). */
+  private ready: Promise<void> = Promise.resolve();
+
   /** Start `spec.argv` inside the sandbox, with its whole tree in `group`. */
-  spawn(spec: SpawnInSandbox, group: CgroupGroup): Promise<SpawnedProcess> {
+  async spawn(spec: SpawnInSandbox, group: CgroupGroup): Promise<SpawnedProcess> {
+    await this.ready;
     return this.opts.spawner.spawn({
       argv: spec.argv,
       env: spec.env,

@@ -24,7 +24,7 @@ import { ProcessSupervisor } from "./process-supervisor.js";
 /** Sandbox users map to host uids from here up, one per live sandbox. */
 export const HOST_UID_BASE = 2_000_000;
 /** Layers prepared ahead of time for the next sandboxes (see prepareLayers). */
-const SPARE_LAYERS = 4;
+const SPARE_LAYERS = 8;
 /** Root filesystems are mounted below here (see rootfsPaths for why not in the data dir). */
 const MOUNTS_ROOT = "/run/agentbox";
 
@@ -98,10 +98,15 @@ export class SandboxManager {
   private quietTimer: NodeJS.Timeout | undefined;
   private stopping = false;
 
-  /** Refill once no sandbox was created for a moment: the disk work would slow creates and first commands down. */
+  /**
+   * Refill after a create has been answered, never during one (the disk work would slow
+   * it down). Half-full or better: wait until creates pause; lower: refill at once, or a
+   * burst of creates would end up preparing layers on its critical path.
+   */
   private refillWhenQuiet(): void {
     if (this.quietTimer) clearTimeout(this.quietTimer);
-    this.quietTimer = setTimeout(() => void this.refillSpares(), this.spareSlots.length > 0 ? 50 : 0);
+    const low = this.spareSlots.length < SPARE_LAYERS / 2;
+    this.quietTimer = setTimeout(() => void this.refillSpares(), low ? 1 : 50);
     this.quietTimer.unref();
   }
 
