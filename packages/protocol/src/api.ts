@@ -190,6 +190,8 @@ export const ProcessLogs = z.object({
   stdoutOffset: z.number(),
   stderrOffset: z.number(),
   truncated: z.object({ stdout: Truncation.optional(), stderr: Truncation.optional() }).optional(),
+  /** More output than one answer carries already exists: ask again from the returned offsets. */
+  more: z.boolean().optional(),
   status: ProcessStatus,
   exitCode: z.number().int().nullable().optional(),
   signal: z.string().optional(),

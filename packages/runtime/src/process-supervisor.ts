@@ -212,6 +212,7 @@ export class ProcessSupervisor {
     }
     const truncated = truncation(out, err);
     if (truncated) logs.truncated = truncated;
+    if (logs.stdoutOffset < m.stdout.end || logs.stderrOffset < m.stderr.end) logs.more = true;
     return logs;
   }
 

@@ -40,6 +40,7 @@ describe("processes", () => {
     assert.deepEqual([logs.stdout, logs.stderr, logs.stdoutOffset, logs.stderrOffset, logs.exitCode], ["out\n", "err\n", 4, 4, 7]);
     const tail = (await h.api("GET", `${base()}/basic/logs?stdoutOffset=2`)).body;
     assert.equal(tail.stdout, "t\n");
+    assert.equal(tail.more, undefined);
   });
 
   test("starting an id that exists returns the same process", async () => {
@@ -184,6 +185,19 @@ describe("processes", () => {
     assert.deepEqual(logs.truncated, { stdout: { requestedOffset: 0, availableOffset: total - 4096 } });
   });
 
+  test("logs answers at most 8 MiB a stream and says when there is more", async () => {
+    await start({ id: "big", command: "head -c 9000000 /dev/zero | tr '\\0' y" });
+    await wait("big");
+    const first = (await h.api("GET", `${base()}/big/logs`)).body;
+    assert.equal(first.stdoutOffset, 8 * 1024 * 1024);
+    assert.equal(first.more, true);
+    assert.equal(first.status, "running", "exit is reported only once everything was read");
+    const rest = (await h.api("GET", `${base()}/big/logs?stdoutOffset=${first.stdoutOffset}`)).body;
+    assert.equal(rest.stdoutOffset, 9_000_000);
+    assert.equal(rest.more, undefined);
+    assert.equal(rest.status, "exited");
+  });
+
   test("two attached clients both get everything", async () => {
     await start({ id: "two", command: "sleep 0.3; seq 1 5000" });
     const [a, b] = await Promise.all([1, 2].map(() => attach(streamUrl(h.server.url, sb, "two"), h.server.apiKey, collector())));
@@ -205,6 +219,7 @@ describe("processes", () => {
     const logs = (await h.api("GET", `${base()}/flood/logs?stdoutOffset=0`)).body;
     assert.equal(logs.truncated.stdout.availableOffset, 50_000_004 - (1 << 20));
     assert.ok(logs.stdout.endsWith("xend\n"));
+    assert.equal(logs.more, undefined);
     ws.terminate();
   });
 
