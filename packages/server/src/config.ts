@@ -12,6 +12,8 @@ export interface ServerOptions {
   keepRuntime?: boolean;
   /** How often the reaper looks for expired sandboxes. */
   reaperIntervalMs?: number;
+  /** Keep-alive ping interval of WebSockets (default 30 s). */
+  pingIntervalMs?: number;
 }
 
 export interface ServerConfig {
@@ -21,6 +23,7 @@ export interface ServerConfig {
   apiKey: string | undefined;
   keepRuntime: boolean;
   reaperIntervalMs: number;
+  pingIntervalMs: number;
 }
 
 export function resolveConfig(opts: ServerOptions = {}, env: NodeJS.ProcessEnv = process.env): ServerConfig {
@@ -33,5 +36,6 @@ export function resolveConfig(opts: ServerOptions = {}, env: NodeJS.ProcessEnv =
     apiKey: opts.apiKey ?? (env.AGENTBOX_API_KEY || undefined),
     keepRuntime: opts.keepRuntime ?? true,
     reaperIntervalMs: opts.reaperIntervalMs ?? 1000,
+    pingIntervalMs: opts.pingIntervalMs ?? 30_000,
   };
 }

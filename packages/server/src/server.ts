@@ -71,6 +71,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const sockets = new WebSocketHub(
     (req, url) => keyMatches(apiKey, bearer(req, url)),
     () => ready,
+    config.pingIntervalMs,
   );
   sockets.route("/v1/sandboxes/:id/processes/:pid/stream", (ws, params, url) => {
     const query = Object.fromEntries(url.searchParams);

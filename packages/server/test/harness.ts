@@ -41,6 +41,7 @@ export async function startHarness(
     reaperIntervalMs?: number;
     /** Port to listen on (default 0: a free one); give the port of a closed harness to come back at the same URL. */
     port?: number;
+    pingIntervalMs?: number;
   } = {},
 ): Promise<Harness> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "agentbox-test-"));
@@ -49,6 +50,7 @@ export async function startHarness(
     dataDir,
     keepRuntime: opts.keepRuntime ?? false,
     reaperIntervalMs: opts.reaperIntervalMs ?? 200,
+    ...(opts.pingIntervalMs !== undefined ? { pingIntervalMs: opts.pingIntervalMs } : {}),
   });
   const api: Harness["api"] = async (method, path, body, o = {}) => {
     const headers: Record<string, string> = {};

@@ -296,6 +296,24 @@ describe("processes", () => {
   });
 });
 
+describe("stream keep-alive", () => {
+  test("the server pings every open stream", async () => {
+    const h = await startHarness({ pingIntervalMs: 100 });
+    try {
+      const sb = (await h.createSandbox()).id;
+      await h.api("POST", `/v1/sandboxes/${sb}/processes`, { id: "idle", command: "sleep 5" });
+      const ws = new WebSocket(streamUrl(h.server.url, sb, "idle"), { headers: { authorization: `Bearer ${h.server.apiKey}` } });
+      let pings = 0;
+      ws.on("ping", () => pings++);
+      await new Promise((r) => setTimeout(r, 550));
+      ws.terminate();
+      assert.ok(pings >= 3 && pings <= 6, `${pings} pings in 550 ms`);
+    } finally {
+      await h.close();
+    }
+  });
+});
+
 describe("processes across a server restart", () => {
   test("a reconnecting client gets exactly the missing bytes; stopping closes streams with 1001", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "agentbox-proc-restart-"));

@@ -25,10 +25,11 @@ export class WebSocketHub {
     private readonly authorized: (req: IncomingMessage, url: URL) => boolean,
     /** False while the server is starting: upgrades get 503 like any other request. */
     private readonly ready: () => boolean,
+    pingIntervalMs = PING_INTERVAL_MS,
   ) {
     this.pinger = setInterval(() => {
       for (const ws of this.sockets) ws.ping();
-    }, PING_INTERVAL_MS);
+    }, pingIntervalMs);
     this.pinger.unref();
   }
 
