@@ -180,15 +180,16 @@ export class ProcessSupervisor {
     return m.info;
   }
 
+  /** Long poll: wait up to `waitMs` for output past the offsets, or the exit. */
+  private async waitForOutput(m: Managed, stdoutOffset: number, stderrOffset: number, waitMs: number): Promise<void> {
+    if (waitMs <= 0 || m.info.status !== "running" || m.stdout.end > stdoutOffset || m.stderr.end > stderrOffset) return;
+    await Promise.race([m.stdout.waitBeyond(stdoutOffset, waitMs), m.stderr.waitBeyond(stderrOffset, waitMs), m.exited]);
+  }
+
   /** Read both logs from the given offsets, waiting up to `waitMs` for something new. */
   async read(id: string, stdoutOffset: number, stderrOffset: number, maxBytes: number, waitMs: number): Promise<ProcessLogs & { stdoutStart: number; stderrStart: number; stdoutBytes: number; stderrBytes: number }> {
     const m = this.get(id);
-    if (waitMs > 0) {
-      const nothingYet = m.stdout.end <= stdoutOffset && m.stderr.end <= stderrOffset && m.info.status === "running";
-      if (nothingYet) {
-        await Promise.race([m.stdout.waitBeyond(stdoutOffset, waitMs), m.stderr.waitBeyond(stderrOffset, waitMs), m.exited]);
-      }
-    }
+    await this.waitForOutput(m, stdoutOffset, stderrOffset, waitMs);
     const out = m.stdout.read(stdoutOffset, maxBytes);
     const err = m.stderr.read(stderrOffset, maxBytes);
     const logs: ProcessLogs & { stdoutStart: number; stderrStart: number; stdoutBytes: number; stderrBytes: number } = {
@@ -249,9 +250,7 @@ export class ProcessSupervisor {
    */
   private async readBinaryMessages(id: string, stdoutOffset: number, stderrOffset: number, maxBytes: number, waitMs: number) {
     const m = this.get(id);
-    if (waitMs > 0 && m.stdout.end <= stdoutOffset && m.stderr.end <= stderrOffset && m.info.status === "running") {
-      await Promise.race([m.stdout.waitBeyond(stdoutOffset, waitMs), m.stderr.waitBeyond(stderrOffset, waitMs), m.exited]);
-    }
+    await this.waitForOutput(m, stdoutOffset, stderrOffset, waitMs);
     const parts: Buffer[] = [];
     const lengths: number[] = [];
     const binary: boolean[] = [];
