@@ -16,6 +16,7 @@ import {
   rootfsPaths,
   unmountRootfs,
   type CgroupDriver,
+  type HostCheck,
   type HostImage,
 } from "@agentbox/isolation";
 import { runExec } from "./exec-runner.js";
@@ -45,6 +46,7 @@ export class SandboxManager {
   private readonly sandboxesDir: string;
   private readonly mountsDir: string;
   private image: HostImage | undefined;
+  private host: HostCheck | undefined;
   private readonly spawner = new Spawner();
   private readonly spareSlots: number[] = [];
   private refilling: Promise<void> | undefined;
@@ -151,7 +153,8 @@ export class SandboxManager {
     if (params.image !== "host") {
       throw new AgentboxError("INVALID_REQUEST", `image ${JSON.stringify(params.image)} is not supported by this runtime yet (only "host")`);
     }
-    const host = checkHost();
+    // A host that passed once keeps passing: check again only until it does.
+    const host = this.host?.ok ? this.host : (this.host = checkHost());
     if (!host.ok) throw new AgentboxError("RUNTIME_UNAVAILABLE", host.problems.join("; "));
     this.image ??= ensureHostImage(join(this.dataDir, "images"));
     const slot = await this.takeSlot();
