@@ -6,7 +6,11 @@
  *
  *   agentbox-enter [--cgroup PROCS_FILE]... --uid N --gid N
  *                  [--overlay LOWER:UPPER:WORK:TARGET --root-fd N]
- *                  [--target PID --cwd DIR] -- PROGRAM [ARG]...
+ *                  [--target PID --cwd DIR [--tty]] -- PROGRAM [ARG]...
+ *
+ * With --tty, stdin is a terminal that is our controlling terminal (as a PTY
+ * library sets it up): we hand it over so the program, in its own session
+ * inside the sandbox, has it as its controlling terminal (job control works).
  *
  * Server mode (used by the runtime for every sandbox and command):
  *
@@ -52,6 +56,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -75,6 +80,7 @@ struct spec {
   char **argv;
   char **env; /* NULL: keep the current environment */
   int pid_fd;  /* with a target: the command writes its pid (as seen inside) here, then execs */
+  int tty;     /* pass our controlling terminal (stdin) on to the program */
 };
 
 static void die(const char *what) {
@@ -168,15 +174,25 @@ static void enter(const struct spec *s) {
     fprintf(stderr, "agentbox-enter: cannot change directory to %s: %s\n", s->cwd, strerror(errno));
     _exit(126);
   }
+  if (s->tty) {
+    /* Give up the terminal (a session leader's TIOCNOTTY also hangs up its foreground
+       group, which is us: ignore that) so the child's new session can take it. */
+    signal(SIGHUP, SIG_IGN);
+    if (ioctl(0, TIOCNOTTY) != 0) die("TIOCNOTTY");
+    signal(SIGHUP, SIG_DFL);
+  }
   child = fork();
   if (child < 0) die("fork");
   if (child == 0) {
     setsid();
+    if (s->tty && ioctl(0, TIOCSCTTY, 0) != 0) die("TIOCSCTTY");
     if (s->pid_fd >= 0) {
       pid_t me = getpid();
       if (write(s->pid_fd, &me, sizeof me) != sizeof me) {}
       close(s->pid_fd);
     }
+    /* Nothing of the caller's (e.g. a PTY library's parent) may follow into the sandbox. */
+    syscall(SYS_close_range, 3, ~0U, 0);
     execvp(s->argv[0], s->argv);
     int err = errno;
     fprintf(stderr, "agentbox-enter: %s: %s\n", s->argv[0], strerror(err));
@@ -472,7 +488,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: agentbox-enter --serve\n"
           "       agentbox-enter [--cgroup FILE]... --uid N --gid N [--overlay L:U:W:T --root-fd N]\n"
-          "                      [--target PID --cwd DIR] -- PROGRAM [ARG]...\n");
+          "                      [--target PID --cwd DIR [--tty]] -- PROGRAM [ARG]...\n");
   _exit(125);
 }
 
@@ -489,6 +505,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[i], "--cgroup") == 0 && s.ncgroups < MAX_CGROUPS) s.cgroups[s.ncgroups++] = argv[++i];
     else if (strcmp(argv[i], "--target") == 0) s.target = argv[++i];
     else if (strcmp(argv[i], "--cwd") == 0) s.cwd = argv[++i];
+    else if (strcmp(argv[i], "--tty") == 0) s.tty = 1;
     else if (strcmp(argv[i], "--overlay") == 0) s.overlay = argv[++i];
     else if (strcmp(argv[i], "--root-fd") == 0) s.root_fd = (int)strtol(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--uid") == 0) s.uid = strtol(argv[++i], NULL, 10);

@@ -11,6 +11,7 @@ import type { CgroupDriver, CgroupGroup, SandboxCgroup } from "./cgroups.js";
 import { SANDBOX_GID, SANDBOX_HOME, SANDBOX_UID, SANDBOX_USER, type HostImage } from "./host-image.js";
 import { ensureOwnedDir, overlaySpec, unmountRootfs, type RootfsPaths } from "./overlay-rootfs.js";
 import type { SpawnedProcess, Spawner } from "./spawner.js";
+import { ENTER_HELPER } from "./system-tools.js";
 
 export interface LocalSandboxOptions {
   id: string;
@@ -166,6 +167,23 @@ export class LocalSandbox {
       target: this.initPid,
       cgroupProcs: group.procsFiles,
     });
+  }
+
+  /**
+   * The helper command line that enters the sandbox and runs `spec.argv`, for callers
+   * that must start the process themselves (a PTY library). With `tty`, the caller's
+   * controlling terminal (stdin) becomes the program's, in its own session.
+   */
+  async enterCommand(spec: SpawnInSandbox, group: CgroupGroup, opts: { tty?: boolean } = {}): Promise<{ file: string; args: string[]; env: Record<string, string> }> {
+    await this.ready;
+    const args = [
+      ...group.procsFiles.flatMap((f) => ["--cgroup", f]),
+      "--uid", String(SANDBOX_UID), "--gid", String(SANDBOX_GID),
+      "--target", String(this.initPid), "--cwd", spec.cwd,
+      ...(opts.tty ? ["--tty"] : []),
+      "--", ...spec.argv,
+    ];
+    return { file: ENTER_HELPER, args, env: spec.env };
   }
 
   /** A fresh (empty) child cgroup for one command and everything it starts. */

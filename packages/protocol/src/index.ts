@@ -4,3 +4,4 @@ export * from "./units.js";
 export * from "./api.js";
 export * from "./validation.js";
 export * from "./runtime-protocol.js";
+export * from "./api-sessions.js";

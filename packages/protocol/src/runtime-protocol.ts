@@ -8,8 +8,9 @@
  */
 import { z } from "zod";
 import { ExecRequest, ExecResult, ProcessInfo, ProcessLogs, SignalName, StartProcessRequest } from "./api.js";
+import { CreateSessionRequest, CreateTerminalRequest, SessionInfo, TerminalInfo } from "./api-sessions.js";
 
-export const RUNTIME_PROTOCOL_VERSION = 2;
+export const RUNTIME_PROTOCOL_VERSION = 3;
 
 /** Frame cap for what the runtime accepts (requests carry at most a 16 MiB HTTP body). */
 export const RUNTIME_MAX_REQUEST_FRAME_BYTES = 64 * 1024 * 1024;
@@ -131,6 +132,35 @@ export const ProcessReadMessages = z.object({
 });
 export type ProcessReadMessages = z.infer<typeof ProcessReadMessages>;
 
+const SandboxRef = z.object({ sandboxId: z.string().regex(SANDBOX_ID_PATTERN) });
+const SessionRef = SandboxRef.extend({ sessionId: z.string() });
+const TerminalRef = SandboxRef.extend({ terminalId: z.string() });
+
+export const CreateSessionParams = SandboxRef.extend({
+  request: CreateSessionRequest,
+  env: z.record(z.string(), z.string()),
+  defaultCwd: z.string(),
+});
+export type CreateSessionParams = z.input<typeof CreateSessionParams>;
+
+export const CreateTerminalParams = SandboxRef.extend({
+  request: CreateTerminalRequest,
+  env: z.record(z.string(), z.string()),
+  defaultCwd: z.string(),
+});
+export type CreateTerminalParams = z.input<typeof CreateTerminalParams>;
+
+/** Terminal output from `offset` travels as the frame's attachment (raw bytes). */
+export const TerminalRead = z.object({
+  offset: z.number(),
+  bytes: z.number(),
+  /** Set once every byte was read and the terminal's process exited. */
+  exited: z.boolean(),
+  exitCode: z.number().int().nullable().optional(),
+  signal: z.string().optional(),
+});
+export type TerminalRead = z.infer<typeof TerminalRead>;
+
 /** Each method: its params schema and result schema, shared by both ends. */
 export const RuntimeMethods = {
   "runtime.info": { params: z.object({}), result: z.object({ pid: z.number(), version: z.string(), cgroup: z.string(), sandboxes: z.number() }) },
@@ -153,6 +183,21 @@ export const RuntimeMethods = {
    */
   "process.readMessages": { params: ReadProcessParams.extend({ binary: z.boolean().optional() }), result: ProcessReadMessages },
   "process.wait": { params: ProcessRef.extend({ timeoutMs: z.number().int().min(0) }), result: z.object({ info: ProcessInfo.optional() }) },
+  "session.create": { params: CreateSessionParams, result: z.object({ info: SessionInfo, created: z.boolean() }) },
+  "session.list": { params: SandboxRef, result: z.array(SessionInfo) },
+  "session.get": { params: SessionRef, result: SessionInfo },
+  "session.delete": { params: SessionRef, result: z.object({ deleted: z.boolean() }) },
+  "session.exec": { params: SessionRef.extend({ request: ExecRequest }), result: ExecResult },
+  "terminal.create": { params: CreateTerminalParams, result: z.object({ info: TerminalInfo, created: z.boolean() }) },
+  "terminal.list": { params: SandboxRef, result: z.array(TerminalInfo) },
+  "terminal.get": { params: TerminalRef, result: TerminalInfo },
+  "terminal.delete": { params: TerminalRef, result: z.object({ deleted: z.boolean() }) },
+  "terminal.input": { params: TerminalRef.extend({ dataBase64: z.string() }), result: z.object({ ok: z.literal(true) }) },
+  "terminal.resize": { params: TerminalRef.extend({ cols: z.number().int().min(1), rows: z.number().int().min(1) }), result: TerminalInfo },
+  "terminal.read": {
+    params: TerminalRef.extend({ offset: z.number().int().min(0), maxBytes: z.number().int().min(1).max(8 * 1024 * 1024), waitMs: z.number().int().min(0).max(60_000) }),
+    result: TerminalRead,
+  },
 } as const;
 
 export type RuntimeMethod = keyof typeof RuntimeMethods;

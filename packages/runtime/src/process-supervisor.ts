@@ -37,6 +37,8 @@ export interface StartContext {
   env: Record<string, string>;
   defaultCwd: string;
   logBytes?: number;
+  /** `env` is the whole environment (a session snapshot), not a layer over the base one. */
+  replaceEnv?: boolean;
 }
 
 let autoId = 0;
@@ -65,7 +67,7 @@ export class ProcessSupervisor {
     const group = this.sandbox.acquireGroup();
     let child: SpawnedProcess;
     try {
-      child = await this.sandbox.spawn({ argv, cwd, env: { ...BASE_ENV, ...ctx.env, ...req.env } }, group);
+      child = await this.sandbox.spawn({ argv, cwd, env: { ...(ctx.replaceEnv ? {} : BASE_ENV), ...ctx.env, ...req.env } }, group);
     } catch (err) {
       await this.sandbox.releaseGroup(group);
       throw err;

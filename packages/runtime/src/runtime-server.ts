@@ -14,6 +14,9 @@ import {
   RuntimeMethods,
   isErrorCode,
   type RuntimeMethod,
+  type CreateSessionParams,
+  type CreateTerminalParams,
+  type ExecRequest,
   type StartProcessParams,
 } from "@agentbox/protocol";
 import { FramedConnection } from "./connection.js";
@@ -31,6 +34,8 @@ export class WithAttachment {
   ) {}
 }
 type Ref = { sandboxId: string; processId: string };
+type SessionRef = { sandboxId: string; sessionId: string };
+type TerminalRef = { sandboxId: string; terminalId: string };
 
 export interface RuntimeServerOptions {
   socketPath: string;
@@ -52,8 +57,7 @@ export class RuntimeServer {
       "sandbox.list": () => m.list(),
       "sandbox.delete": async (p: { id: string }) => ({ deleted: await m.delete(p.id) }),
       "sandbox.exec": (p: Parameters<SandboxManager["exec"]>[0]) => m.exec(p),
-      "process.start": (p: StartProcessParams) =>
-        m.processes(p.sandboxId).start(p.request, { env: p.env, defaultCwd: p.defaultCwd }),
+      "process.start": (p: StartProcessParams) => m.startProcess(p),
       "process.list": (p: { sandboxId: string }) => m.processes(p.sandboxId).list(),
       "process.get": (p: Ref) => m.processes(p.sandboxId).info(p.processId),
       "process.input": (p: Ref & { data?: string; dataBase64?: string }) => {
@@ -74,6 +78,24 @@ export class RuntimeServer {
       "process.wait": async (p: Ref & { timeoutMs: number }) => {
         const info = await m.processes(p.sandboxId).wait(p.processId, p.timeoutMs);
         return info ? { info } : {};
+      },
+      "session.create": (p: CreateSessionParams) => m.sessions(p.sandboxId).create(p.request, { env: p.env, defaultCwd: p.defaultCwd }),
+      "session.list": (p: { sandboxId: string }) => m.sessions(p.sandboxId).list(),
+      "session.get": (p: SessionRef) => m.sessions(p.sandboxId).get(p.sessionId).info(),
+      "session.delete": async (p: SessionRef) => ({ deleted: await m.sessions(p.sandboxId).delete(p.sessionId) }),
+      "session.exec": (p: SessionRef & { request: ExecRequest }) => m.sessions(p.sandboxId).get(p.sessionId).exec(p.request),
+      "terminal.create": (p: CreateTerminalParams) => m.terminals(p.sandboxId).create(p.request, { env: p.env, defaultCwd: p.defaultCwd }),
+      "terminal.list": (p: { sandboxId: string }) => m.terminals(p.sandboxId).list(),
+      "terminal.get": (p: TerminalRef) => m.terminals(p.sandboxId).info(p.terminalId),
+      "terminal.delete": async (p: TerminalRef) => ({ deleted: await m.terminals(p.sandboxId).delete(p.terminalId) }),
+      "terminal.input": (p: TerminalRef & { dataBase64: string }) => {
+        m.terminals(p.sandboxId).input(p.terminalId, Buffer.from(p.dataBase64, "base64"));
+        return { ok: true };
+      },
+      "terminal.resize": (p: TerminalRef & { cols: number; rows: number }) => m.terminals(p.sandboxId).resize(p.terminalId, p.cols, p.rows),
+      "terminal.read": async (p: TerminalRef & { offset: number; maxBytes: number; waitMs: number }) => {
+        const { result, data } = await m.terminals(p.sandboxId).read(p.terminalId, p.offset, p.maxBytes, p.waitMs);
+        return new WithAttachment(result, data);
       },
       "runtime.shutdown": async () => {
         await opts.onShutdown();

@@ -5,7 +5,15 @@
 import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { AgentboxError, type CreateSandboxParams, type ExecParams, type ExecResult, type RuntimeSandbox } from "@agentbox/protocol";
+import {
+  AgentboxError,
+  type CreateSandboxParams,
+  type ExecParams,
+  type ExecResult,
+  type ProcessInfo,
+  type RuntimeSandbox,
+  type StartProcessParams,
+} from "@agentbox/protocol";
 import {
   LocalSandbox,
   Spawner,
@@ -21,6 +29,8 @@ import {
 } from "@agentbox/isolation";
 import { runExec } from "./exec-runner.js";
 import { ProcessSupervisor } from "./process-supervisor.js";
+import { SessionRegistry } from "./sessions.js";
+import { TerminalRegistry } from "./terminals.js";
 
 /** Sandbox users map to host uids from here up, one per live sandbox. */
 export const HOST_UID_BASE = 2_000_000;
@@ -32,6 +42,8 @@ const MOUNTS_ROOT = "/run/agentbox";
 interface Entry {
   sandbox: LocalSandbox;
   processes: ProcessSupervisor;
+  sessions: SessionRegistry;
+  terminals: TerminalRegistry;
   slot: number;
   createdAt: string;
   workdir: string;
@@ -172,7 +184,15 @@ export class SandboxManager {
         spawner: this.spawner,
       });
       this.refillWhenQuiet();
-      const entry: Entry = { sandbox, processes: new ProcessSupervisor(sandbox), slot, createdAt: new Date().toISOString(), workdir: params.workdir };
+      const entry: Entry = {
+        sandbox,
+        processes: new ProcessSupervisor(sandbox),
+        sessions: new SessionRegistry(sandbox),
+        terminals: new TerminalRegistry(sandbox),
+        slot,
+        createdAt: new Date().toISOString(),
+        workdir: params.workdir,
+      };
       this.sandboxes.set(params.id, entry);
       return this.describe(params.id, entry);
     } catch (err) {
@@ -231,6 +251,28 @@ export class SandboxManager {
   processes(id: string): ProcessSupervisor {
     this.get(id);
     return this.sandboxes.get(id)!.processes;
+  }
+
+  /** The shell sessions of a running sandbox. */
+  sessions(id: string): SessionRegistry {
+    this.get(id);
+    return this.sandboxes.get(id)!.sessions;
+  }
+
+  /** The terminals of a running sandbox. */
+  terminals(id: string): TerminalRegistry {
+    this.get(id);
+    return this.sandboxes.get(id)!.terminals;
+  }
+
+  /** Start a process; with a sessionId, from a snapshot of that session's cwd and env. */
+  async startProcess(params: StartProcessParams): Promise<{ info: ProcessInfo; created: boolean }> {
+    const processes = this.processes(params.sandboxId);
+    const { sessionId } = params.request;
+    if (sessionId === undefined) return processes.start(params.request, { env: params.env, defaultCwd: params.defaultCwd });
+    const snap = await this.sessions(params.sandboxId).get(sessionId).snapshot();
+    // The snapshot is the whole environment the shell would give a child; nothing is layered under it.
+    return processes.start(params.request, { env: snap.env, defaultCwd: snap.cwd, replaceEnv: true });
   }
 
   async exec(params: ExecParams): Promise<ExecResult> {

@@ -11,9 +11,6 @@ export class ProcessService {
 
   async start(sandboxId: string, request: StartProcessRequest): Promise<{ info: ProcessInfo; created: boolean }> {
     const r = this.sandboxes.requireReady(sandboxId);
-    if (request.sessionId !== undefined) {
-      throw new AgentboxError("NOT_FOUND", `session ${request.sessionId} does not exist`, { field: "sessionId" });
-    }
     return this.runtime.request("process.start", { sandboxId, request, env: r.env, defaultCwd: r.workdir });
   }
 

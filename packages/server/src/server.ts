@@ -13,6 +13,11 @@ import { WebSocketHub } from "./http/websockets.js";
 import { ProcessService } from "./process-service.js";
 import { processRoutes } from "./routes/processes.js";
 import { serveProcessStream } from "./streams/process-stream.js";
+import { serveTerminalStream } from "./streams/terminal-stream.js";
+import { sessionRoutes, terminalRoutes } from "./routes/sessions.js";
+import { SessionService } from "./session-service.js";
+import { TerminalService } from "./terminal-service.js";
+import { isPublicUiPath, uiRoutes } from "./ui/terminal-page.js";
 import { Metrics } from "./metrics.js";
 import { RuntimeLink } from "./runtime-link.js";
 import { sandboxRoutes } from "./routes/sandboxes.js";
@@ -67,6 +72,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   sandboxRoutes(router, sandboxes, metrics);
   const processes = new ProcessService(sandboxes, runtime);
   processRoutes(router, processes);
+  sessionRoutes(router, new SessionService(sandboxes, runtime));
+  const terminals = new TerminalService(sandboxes, runtime);
+  terminalRoutes(router, terminals);
+  uiRoutes(router);
 
   const sockets = new WebSocketHub(
     (req, url) => keyMatches(apiKey, bearer(req, url)),
@@ -89,6 +98,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     }
   });
 
+  sockets.route("/v1/sandboxes/:id/terminals/:tid/connect", (ws, params) => serveTerminalStream(ws, terminals, params.id!, params.tid!));
+
   const server = createServer((req, res) => {
     void handle(req, res);
   });
@@ -100,7 +111,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     try {
       if (!ready) throw new AgentboxError("RUNTIME_UNAVAILABLE", "the server is starting; retry in a moment");
       const url = new URL(req.url ?? "/", "http://localhost");
-      if (url.pathname !== "/healthz" && !keyMatches(apiKey, bearer(req, url))) {
+      if (url.pathname !== "/healthz" && !isPublicUiPath(url.pathname) && !keyMatches(apiKey, bearer(req, url))) {
         throw new AgentboxError("UNAUTHORIZED", "missing or wrong API key (send Authorization: Bearer <key>)");
       }
       const { handler, params } = router.match(method, url.pathname);

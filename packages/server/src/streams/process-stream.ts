@@ -36,7 +36,7 @@ function send(ws: WebSocket, message: StreamServerMessage): void {
  * The runtime went away (server stopping, or it died): 1001, reconnect with your
  * offsets. The process or sandbox is gone: 4404 / 4409, do not retry. Else 1011.
  */
-function closeCodeFor(code: string): number {
+export function closeCodeFor(code: string): number {
   if (code === "RUNTIME_UNAVAILABLE") return WS_CLOSE.GOING_AWAY;
   if (code === "NOT_FOUND" || code === "SANDBOX_NOT_FOUND") return WS_CLOSE.NOT_FOUND;
   if (code === "SANDBOX_NOT_READY") return WS_CLOSE.NOT_READY;

@@ -1,0 +1,77 @@
+/**
+ * The terminal WebSocket: binary frames are raw terminal bytes both ways,
+ * text frames carry control (client `resize`, server `exit`). Each client
+ * first gets the recent output the runtime still keeps (the replay), then
+ * live output, through one long-poll read at a time; a slow client holds up
+ * only itself. Keystrokes are forwarded in arrival order without waiting for
+ * each to be acknowledged.
+ */
+import type { WebSocket } from "ws";
+import { AgentboxError, TerminalClientMessage, WS_CLOSE, type TerminalServerMessage } from "@agentbox/protocol";
+import type { TerminalService } from "../terminal-service.js";
+import { closeCodeFor } from "./process-stream.js";
+
+const READ_BYTES = 1024 * 1024;
+const HIGH_WATER = 1024 * 1024;
+const POLL_MS = 20_000;
+
+function send(ws: WebSocket, message: TerminalServerMessage): void {
+  if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
+}
+
+function fail(ws: WebSocket, err: unknown): void {
+  const e = err instanceof AgentboxError ? err : new AgentboxError("INTERNAL", String(err));
+  if (ws.readyState !== ws.OPEN) return;
+  send(ws, { type: "error", code: e.code, message: e.message });
+  ws.close(closeCodeFor(e.code), e.code);
+}
+
+export async function serveTerminalStream(ws: WebSocket, terminals: TerminalService, sandboxId: string, terminalId: string): Promise<void> {
+  try {
+    await terminals.get(sandboxId, terminalId);
+  } catch (err) {
+    fail(ws, err);
+    return;
+  }
+  ws.on("message", (raw: Buffer, isBinary) => {
+    if (isBinary) {
+      terminals.input(sandboxId, terminalId, raw).catch((err) => fail(ws, err));
+      return;
+    }
+    let message: TerminalClientMessage;
+    try {
+      const parsed = TerminalClientMessage.safeParse(JSON.parse(raw.toString("utf8")));
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw new Error(`${issue?.path.join(".") || "message"}: ${issue?.message ?? "invalid"}`);
+      }
+      message = parsed.data;
+    } catch (err) {
+      send(ws, { type: "error", code: "INVALID_REQUEST", message: (err as Error).message });
+      return;
+    }
+    terminals.resize(sandboxId, terminalId, message.cols, message.rows).catch((err) => fail(ws, err));
+  });
+
+  let offset = 0; // from the start: the runtime answers from the oldest byte it still keeps
+  while (ws.readyState === ws.OPEN) {
+    let r;
+    try {
+      r = await terminals.read(sandboxId, terminalId, offset, READ_BYTES, POLL_MS);
+    } catch (err) {
+      fail(ws, err);
+      return;
+    }
+    if (ws.readyState !== ws.OPEN) return;
+    if (r.attachment.length > 0) ws.send(r.attachment, { binary: true });
+    offset = r.result.offset + r.result.bytes;
+    if (r.result.exited) {
+      const exit: TerminalServerMessage = { type: "exit", exitCode: r.result.exitCode ?? null };
+      if (r.result.signal) exit.signal = r.result.signal;
+      send(ws, exit);
+      ws.close(WS_CLOSE.NORMAL, "exited");
+      return;
+    }
+    while (ws.readyState === ws.OPEN && ws.bufferedAmount > HIGH_WATER) await new Promise((res) => setTimeout(res, 1));
+  }
+}
