@@ -11,17 +11,25 @@ if [ "$node_major" -lt 20 ]; then
   say "Node.js 20 or newer is required (found $(node --version))"; exit 1
 fi
 
-# System packages: bubblewrap (sandboxes), util-linux (mount, nsenter), a C compiler (the enter helper).
+# System packages: bubblewrap (sandboxes), util-linux (mount, nsenter), a C compiler (the enter
+# helper), and make, g++ and python3 (native npm modules: better-sqlite3, node-pty).
+# With --test, also chromium (the browser terminal test drives it headless).
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v mount >/dev/null 2>&1 || missing+=(mount)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if [ "${1:-}" = "--test" ]; then
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${missing[*]} with apt-get"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
-    apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
     say "missing system packages: ${missing[*]}"
     say "install them as root (e.g. 'sudo apt-get install ${missing[*]}') and run this again"

@@ -111,8 +111,9 @@ export class TerminalRegistry {
     const info: TerminalInfo = { id, pid: 0, cols, rows, cwd, status: "running", createdAt: new Date().toISOString() };
     if (req.command !== undefined) info.command = req.command;
     const terminal = new Terminal(info, term, group, this.sandbox);
-    this.terminals.set(id, terminal);
+    // Listed once complete: concurrent creates of this id wait on `creating` until then.
     info.pid = await sandboxPidOf(term.pid, terminal.exited);
+    this.terminals.set(id, terminal);
     return terminal;
   }
 

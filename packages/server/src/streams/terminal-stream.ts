@@ -27,12 +27,7 @@ function fail(ws: WebSocket, err: unknown): void {
 }
 
 export async function serveTerminalStream(ws: WebSocket, terminals: TerminalService, sandboxId: string, terminalId: string): Promise<void> {
-  try {
-    await terminals.get(sandboxId, terminalId);
-  } catch (err) {
-    fail(ws, err);
-    return;
-  }
+  // Listen before the first await: a client may type the moment the socket opens.
   ws.on("message", (raw: Buffer, isBinary) => {
     if (isBinary) {
       terminals.input(sandboxId, terminalId, raw).catch((err) => fail(ws, err));
@@ -53,6 +48,12 @@ export async function serveTerminalStream(ws: WebSocket, terminals: TerminalServ
     terminals.resize(sandboxId, terminalId, message.cols, message.rows).catch((err) => fail(ws, err));
   });
 
+  try {
+    await terminals.get(sandboxId, terminalId);
+  } catch (err) {
+    fail(ws, err);
+    return;
+  }
   let offset = 0; // from the start: the runtime answers from the oldest byte it still keeps
   while (ws.readyState === ws.OPEN) {
     let r;
