@@ -7,6 +7,9 @@
  *   const { stdout } = await sb.exec("echo hello");
  *   const proc = await sb.startProcess("npm run dev");    // a background process
  *   for await (const chunk of proc) process.stdout.write(chunk.data);
+ *   const sh = await sb.createSession();                  // a persistent shell
+ *   await sh.exec("cd /tmp && export A=1");
+ *   const term = await sb.terminals.create();              // a PTY
  *
  * The `Symbol.asyncDispose` fallback for runtimes that lack it lives in
  * sandbox.ts: ESM evaluates imported modules first, so a statement here would
@@ -14,6 +17,8 @@
  */
 export { Agentbox, Sandboxes, DEFAULT_URL, type AgentboxOptions, type ListSandboxesOptions, type Health } from "./client.js";
 export { Sandbox, type SandboxInfo, type ExecOptions, type StartProcessOptions } from "./sandbox.js";
+export { Session, type SessionInfo, type SessionExecOptions, type CreateSessionRequest } from "./session.js";
+export { Terminals, Terminal, TerminalConnection, type TerminalInfo, type TerminalExit, type CreateTerminalRequest } from "./terminal.js";
 export {
   ProcessHandle,
   DEFAULT_RECONNECT_POLICY,

@@ -4,6 +4,8 @@ import { isAgentboxError } from "./errors.js";
 import type { HttpTransport } from "./http.js";
 import { ProcessHandle, type AttachOptions, type ProcessOffsets } from "./process-handle.js";
 import type { ProcessInfo, ProcessLogs, ProcessSignal, StartProcessRequest } from "./process-types.js";
+import { Session, type CreateSessionRequest, type SessionInfo } from "./session.js";
+import { Terminals } from "./terminal.js";
 
 // `Symbol.asyncDispose` must exist before the class below is defined, because its
 // method key is computed then. Node 20.20 defines it (as Symbol.for("nodejs.asyncDispose"));
@@ -52,11 +54,14 @@ const EXEC_TIMEOUT_GRACE_MS = 30_000;
 export class Sandbox {
   private readonly http: HttpTransport;
   private current: SandboxInfo;
+  /** PTY terminals of this sandbox. */
+  readonly terminals: Terminals;
 
   /** @internal Use `client.sandboxes.create()` or `.get()`. */
   constructor(http: HttpTransport, info: SandboxInfo) {
     this.http = http;
     this.current = info;
+    this.terminals = new Terminals(http, info.id);
   }
 
   /** The last state the server reported (updated by `refresh`, `setTimeout` and `delete`). */
@@ -156,6 +161,26 @@ export class Sandbox {
 
   private processPath(id: string): string {
     return `${this.path}/processes/${encodeURIComponent(id)}`;
+  }
+
+  /**
+   * Open a persistent shell session: `cd`, `export`, functions and aliases carry
+   * over between its `exec` calls. Top-level `exec` stays stateless.
+   */
+  async createSession(options: CreateSessionRequest = {}): Promise<Session> {
+    const info = await this.http.request<SessionInfo>("POST", `${this.path}/sessions`, { body: options });
+    return new Session(this.http, this, info);
+  }
+
+  /** A handle on an existing session; throws NOT_FOUND if there is none with this id. */
+  async session(id: string): Promise<Session> {
+    const info = await this.http.request<SessionInfo>("GET", `${this.path}/sessions/${encodeURIComponent(id)}`);
+    return new Session(this.http, this, info);
+  }
+
+  /** The sandbox's sessions, live and terminated. */
+  async sessions(): Promise<SessionInfo[]> {
+    return (await this.http.request<{ sessions: SessionInfo[] }>("GET", `${this.path}/sessions`)).sessions;
   }
 
   /** Set the sandbox to expire `seconds` from now; returns (and keeps) the updated state. */
