@@ -7,6 +7,8 @@ import { killCommand, logsCommand, psCommand } from "./commands/process.js";
 import { runCommand } from "./commands/run.js";
 import { sandboxCommand } from "./commands/sandbox.js";
 import { serveCommand } from "./commands/serve.js";
+import { sessionCommand } from "./commands/session.js";
+import { shellCommand, terminalCommand } from "./commands/terminal.js";
 
 function buildProgram(): Command {
   const program = new Command("agentbox")
@@ -31,6 +33,10 @@ Examples:
   $ agentbox ps $SB
   $ agentbox logs -f $SB web                         # Ctrl-C stops following, not the process
   $ agentbox kill $SB web --signal TERM
+  $ agentbox shell $SB                               # an interactive terminal; Ctrl-] detaches
+  $ S=$(agentbox session create $SB)                 # a persistent shell
+  $ agentbox session exec $SB $S -- 'cd /tmp && export X=1'
+  $ agentbox session exec $SB $S -- 'echo $PWD $X'  # /tmp 1
   $ agentbox sandbox rm $SB
   $ agentbox --url https://agentbox.example.com --api-key "$KEY" sandbox list`,
     );
@@ -41,6 +47,9 @@ Examples:
   program.addCommand(psCommand());
   program.addCommand(logsCommand());
   program.addCommand(killCommand());
+  program.addCommand(shellCommand());
+  program.addCommand(terminalCommand());
+  program.addCommand(sessionCommand());
   return program;
 }
 
