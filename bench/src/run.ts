@@ -3,20 +3,27 @@
  *   (a) create a sandbox + first exec of `true`  vs  a raw bwrap sandbox running `true`
  *   (b) exec round trip of `true` through the SDK vs  a raw child_process spawn of `true`
  *   (c) idle memory per sandbox with N sandboxes alive
- * Options: --quick (fewer iterations), --json (machine-readable result), --sandboxes N.
+ *   (d) stream throughput, (e) output latency, (f) concurrent streams
+ *   (g) session exec round trip of `true` vs a stateless exec of `true`
+ *   (h) keystroke echo through the terminal WebSocket vs a raw local PTY
+ * Options: --quick (fewer iterations), --json (machine-readable result), --sandboxes N,
+ * --only a,g,h (run just those sections).
  */
 import { parseArgs } from "node:util";
 import { Agentbox, type Sandbox } from "@agentbox/sdk";
 import { rawBwrap, rawSpawn } from "./baselines.js";
 import { descendants, findRuntimePid, pss, rss, sandboxCgroupMemory } from "./memory.js";
 import { startServerProcess } from "./server-process.js";
+import { agentboxKeystrokes, rawPtyKeystrokes } from "./terminals.js";
 import { concurrentStreams, firstChunkLatency, rawPipeThroughput, sdkThroughput } from "./streams.js";
 import { fmt, interleave, mib, summarize, type Summary } from "./stats.js";
 
 const { values } = parseArgs({
-  options: { quick: { type: "boolean" }, json: { type: "boolean" }, sandboxes: { type: "string" } },
+  options: { quick: { type: "boolean" }, json: { type: "boolean" }, sandboxes: { type: "string" }, only: { type: "string" } },
 });
 const quick = values.quick ?? false;
+const only = values.only?.split(",").map((x) => x.trim());
+const want = (section: string) => only === undefined || only.includes(section);
 const idleCount = Number(values.sandboxes ?? (quick ? 50 : 200));
 const log = (line: string) => {
   if (!values.json) console.log(line);
@@ -42,94 +49,129 @@ try {
 
   log(`agentbox benchmark (${quick ? "quick" : "full"})\n`);
 
-  // (a) create + first exec
-  const created: Sandbox[] = [];
-  const [createTimes, bwrapTimes] = await interleave(
-    quick ? 15 : 40,
-    async () => {
-      const sb = await client.sandboxes.create();
-      await sb.exec(["true"]);
-      created.push(sb);
-    },
-    rawBwrap,
-  );
-  results.createAndFirstExec = row("(a) create sandbox + first exec `true`", summarize(createTimes), summarize(bwrapTimes), "raw bwrap", 3);
-  await Promise.all(created.map((s) => s.delete()));
+  if (want("a")) {
+    // (a) create + first exec
+    const created: Sandbox[] = [];
+    const [createTimes, bwrapTimes] = await interleave(
+      quick ? 15 : 40,
+      async () => {
+        const sb = await client.sandboxes.create();
+        await sb.exec(["true"]);
+        created.push(sb);
+      },
+      rawBwrap,
+    );
+    results.createAndFirstExec = row("(a) create sandbox + first exec `true`", summarize(createTimes), summarize(bwrapTimes), "raw bwrap", 3);
+    await Promise.all(created.map((s) => s.delete()));
 
-  // (b) exec round trip
-  const [execTimes, spawnTimes] = await interleave(quick ? 100 : 300, () => warm.exec(["true"]), rawSpawn);
-  log("");
-  results.execRoundTrip = row("(b) exec round trip of `true` (SDK over HTTP)", summarize(execTimes), summarize(spawnTimes), "raw spawn", 3);
-
-  // (c) idle memory
-  log("");
-  const runtimePid = findRuntimePid(server.dataDir);
-  if (!runtimePid) throw new Error("runtime process not found");
-  const runtimeBefore = rss(runtimePid);
-  const holdersBefore = new Set(descendants(runtimePid));
-  const idle: Sandbox[] = [];
-  const started = performance.now();
-  for (let i = 0; i < idleCount; i += 10) {
-    idle.push(...(await Promise.all(Array.from({ length: Math.min(10, idleCount - i) }, () => client.sandboxes.create()))));
   }
-  const createSeconds = (performance.now() - started) / 1000;
-  await new Promise((r) => setTimeout(r, 2000));
-  const runtimeAfter = rss(runtimePid);
-  const holderPids = descendants(runtimePid).filter((p) => !holdersBefore.has(p));
-  const holdersPss = holderPids.reduce((sum, p) => sum + pss(p), 0);
-  const cgroupMemory = sandboxCgroupMemory(idle.map((s) => s.id));
-  // Conservative: holders' pages are also inside the cgroup figure, so they count twice.
-  const perSandbox = (runtimeAfter + holdersPss + cgroupMemory) / idleCount;
-  const perSandboxMarginal = (runtimeAfter - runtimeBefore + cgroupMemory) / idleCount;
-  log(`(c) idle memory with ${idleCount} sandboxes (created in ${createSeconds.toFixed(1)} s)`);
-  log(`  runtime RSS           ${mib(runtimeAfter)} (was ${mib(runtimeBefore)} with 1 sandbox)`);
-  log(`  holder processes      ${holderPids.length} processes, PSS ${mib(holdersPss)}`);
-  log(`  sandbox cgroups       ${mib(cgroupMemory)} charged`);
-  log(`  per sandbox           ${mib(perSandbox)} = (runtime RSS + holders PSS + cgroup memory) / ${idleCount}  (target <= 3 MiB: ${perSandbox <= 3 * 2 ** 20 ? "met" : "MISSED"})`);
-  log(`  per sandbox, marginal ${mib(perSandboxMarginal)} = (runtime RSS growth + cgroup memory) / ${idleCount}`);
-  results.idleMemory = {
-    sandboxes: idleCount,
-    runtimeRssBytes: runtimeAfter,
-    holderProcesses: holderPids.length,
-    holdersPssBytes: holdersPss,
-    cgroupMemoryBytes: cgroupMemory,
-    perSandboxBytes: Math.round(perSandbox),
-    perSandboxMarginalBytes: Math.round(perSandboxMarginal),
-    met: perSandbox <= 3 * 2 ** 20,
-  };
-  for (let i = 0; i < idle.length; i += 20) await Promise.all(idle.slice(i, i + 20).map((s) => s.delete()));
+  if (want("b")) {
+    // (b) exec round trip
+    const [execTimes, spawnTimes] = await interleave(quick ? 100 : 300, () => warm.exec(["true"]), rawSpawn);
+    log("");
+    results.execRoundTrip = row("(b) exec round trip of `true` (SDK over HTTP)", summarize(execTimes), summarize(spawnTimes), "raw spawn", 3);
 
-  // (d) stream throughput
-  log("");
-  const size = quick ? "256M" : "1G";
-  const command = `head -c ${size} /dev/zero | base64`;
-  const raw = await rawPipeThroughput(command);
-  const viaSdk = await sdkThroughput(warm, command);
-  const rawRate = raw.bytes / raw.ms / 1000;
-  const sdkRate = viaSdk.bytes / viaSdk.ms / 1000;
-  const tpRatio = sdkRate / rawRate;
-  log(`(d) stream throughput of \`${command}\` to the SDK`);
-  // A producer faster than the stream is never slowed down: past the log size (256 MiB here) the
-  // oldest output is dropped and the client told so. The rate counts bytes delivered.
-  log(`  agentbox  ${sdkRate.toFixed(0)} MB/s delivered (${(viaSdk.bytes / 1e6).toFixed(0)} MB in ${(viaSdk.ms / 1000).toFixed(2)} s; ${viaSdk.truncations} truncation notice(s): the producer outran the stream by more than the 256 MiB log)`);
-  log(`  raw pipe  ${rawRate.toFixed(0)} MB/s (${(raw.bytes / 1e6).toFixed(0)} MB in ${(raw.ms / 1000).toFixed(2)} s)`);
-  log(`  ratio ${tpRatio.toFixed(2)}x  (target >= 0.3x: ${tpRatio >= 0.3 ? "met" : "MISSED"})`);
-  results.streamThroughput = { command, sdkMBps: sdkRate, rawMBps: rawRate, ratio: tpRatio, truncations: viaSdk.truncations, met: tpRatio >= 0.3 };
+  }
+  if (want("c")) {
+    // (c) idle memory
+    log("");
+    const runtimePid = findRuntimePid(server.dataDir);
+    if (!runtimePid) throw new Error("runtime process not found");
+    const runtimeBefore = rss(runtimePid);
+    const holdersBefore = new Set(descendants(runtimePid));
+    const idle: Sandbox[] = [];
+    const started = performance.now();
+    for (let i = 0; i < idleCount; i += 10) {
+      idle.push(...(await Promise.all(Array.from({ length: Math.min(10, idleCount - i) }, () => client.sandboxes.create()))));
+    }
+    const createSeconds = (performance.now() - started) / 1000;
+    await new Promise((r) => setTimeout(r, 2000));
+    const runtimeAfter = rss(runtimePid);
+    const holderPids = descendants(runtimePid).filter((p) => !holdersBefore.has(p));
+    const holdersPss = holderPids.reduce((sum, p) => sum + pss(p), 0);
+    const cgroupMemory = sandboxCgroupMemory(idle.map((s) => s.id));
+    // Conservative: holders' pages are also inside the cgroup figure, so they count twice.
+    const perSandbox = (runtimeAfter + holdersPss + cgroupMemory) / idleCount;
+    const perSandboxMarginal = (runtimeAfter - runtimeBefore + cgroupMemory) / idleCount;
+    log(`(c) idle memory with ${idleCount} sandboxes (created in ${createSeconds.toFixed(1)} s)`);
+    log(`  runtime RSS           ${mib(runtimeAfter)} (was ${mib(runtimeBefore)} with 1 sandbox)`);
+    log(`  holder processes      ${holderPids.length} processes, PSS ${mib(holdersPss)}`);
+    log(`  sandbox cgroups       ${mib(cgroupMemory)} charged`);
+    log(`  per sandbox           ${mib(perSandbox)} = (runtime RSS + holders PSS + cgroup memory) / ${idleCount}  (target <= 3 MiB: ${perSandbox <= 3 * 2 ** 20 ? "met" : "MISSED"})`);
+    log(`  per sandbox, marginal ${mib(perSandboxMarginal)} = (runtime RSS growth + cgroup memory) / ${idleCount}`);
+    results.idleMemory = {
+      sandboxes: idleCount,
+      runtimeRssBytes: runtimeAfter,
+      holderProcesses: holderPids.length,
+      holdersPssBytes: holdersPss,
+      cgroupMemoryBytes: cgroupMemory,
+      perSandboxBytes: Math.round(perSandbox),
+      perSandboxMarginalBytes: Math.round(perSandboxMarginal),
+      met: perSandbox <= 3 * 2 ** 20,
+    };
+    for (let i = 0; i < idle.length; i += 20) await Promise.all(idle.slice(i, i + 20).map((s) => s.delete()));
 
-  // (e) output latency
-  log("");
-  const latency = await firstChunkLatency(warm, quick ? 30 : 100);
-  log("(e) a line written by a process, until the SDK sees it");
-  log(`  p50 ${fmt(latency.p50)}  p95 ${fmt(latency.p95)}  (n=${latency.n}; target p50 <= 5 ms: ${latency.p50 <= 5 ? "met" : "MISSED"})`);
-  results.outputLatency = { ...latency, met: latency.p50 <= 5 };
+  }
+  if (want("d")) {
+    // (d) stream throughput
+    log("");
+    const size = quick ? "256M" : "1G";
+    const command = `head -c ${size} /dev/zero | base64`;
+    const raw = await rawPipeThroughput(command);
+    const viaSdk = await sdkThroughput(warm, command);
+    const rawRate = raw.bytes / raw.ms / 1000;
+    const sdkRate = viaSdk.bytes / viaSdk.ms / 1000;
+    const tpRatio = sdkRate / rawRate;
+    log(`(d) stream throughput of \`${command}\` to the SDK`);
+    // A producer faster than the stream is never slowed down: past the log size (256 MiB here) the
+    // oldest output is dropped and the client told so. The rate counts bytes delivered.
+    log(`  agentbox  ${sdkRate.toFixed(0)} MB/s delivered (${(viaSdk.bytes / 1e6).toFixed(0)} MB in ${(viaSdk.ms / 1000).toFixed(2)} s; ${viaSdk.truncations} truncation notice(s): the producer outran the stream by more than the 256 MiB log)`);
+    log(`  raw pipe  ${rawRate.toFixed(0)} MB/s (${(raw.bytes / 1e6).toFixed(0)} MB in ${(raw.ms / 1000).toFixed(2)} s)`);
+    log(`  ratio ${tpRatio.toFixed(2)}x  (target >= 0.3x: ${tpRatio >= 0.3 ? "met" : "MISSED"})`);
+    results.streamThroughput = { command, sdkMBps: sdkRate, rawMBps: rawRate, ratio: tpRatio, truncations: viaSdk.truncations, met: tpRatio >= 0.3 };
 
-  // (f) concurrent streams
-  log("");
-  const conc = await concurrentStreams(warm, 100, quick ? 2000 : 20000);
-  log(`(f) 100 concurrent streaming processes in one sandbox`);
-  log(`  ${(conc.bytes / 1e6).toFixed(1)} MB in ${(conc.ms / 1000).toFixed(2)} s; processes with lost or wrong bytes: ${conc.lostOrWrong} (target 0: ${conc.lostOrWrong === 0 ? "met" : "MISSED"})`);
-  results.concurrentStreams = { ...conc, met: conc.lostOrWrong === 0 };
+  }
+  if (want("e")) {
+    // (e) output latency
+    log("");
+    const latency = await firstChunkLatency(warm, quick ? 30 : 100);
+    log("(e) a line written by a process, until the SDK sees it");
+    log(`  p50 ${fmt(latency.p50)}  p95 ${fmt(latency.p95)}  (n=${latency.n}; target p50 <= 5 ms: ${latency.p50 <= 5 ? "met" : "MISSED"})`);
+    results.outputLatency = { ...latency, met: latency.p50 <= 5 };
 
+  }
+  if (want("f")) {
+    // (f) concurrent streams
+    log("");
+    const conc = await concurrentStreams(warm, 100, quick ? 2000 : 20000);
+    log(`(f) 100 concurrent streaming processes in one sandbox`);
+    log(`  ${(conc.bytes / 1e6).toFixed(1)} MB in ${(conc.ms / 1000).toFixed(2)} s; processes with lost or wrong bytes: ${conc.lostOrWrong} (target 0: ${conc.lostOrWrong === 0 ? "met" : "MISSED"})`);
+    results.concurrentStreams = { ...conc, met: conc.lostOrWrong === 0 };
+
+  }
+  if (want("g")) {
+    // (g) session exec round trip
+    log("");
+    const session = await warm.createSession();
+    for (let i = 0; i < 20; i++) await session.exec("true");
+    const [sessionTimes, statelessTimes] = await interleave(quick ? 100 : 300, () => session.exec("true"), () => warm.exec(["true"]));
+    results.sessionExec = row("(g) session exec round trip of `true`", summarize(sessionTimes), summarize(statelessTimes), "stateless", 2);
+    await session.delete();
+
+  }
+  if (want("h")) {
+    // (h) keystroke echo
+    log("");
+    const n = quick ? 100 : 400;
+    const ours = await agentboxKeystrokes(warm, n);
+    const rawPty = await rawPtyKeystrokes(n);
+    log("(h) keystroke echo through the terminal WebSocket (bash readline)");
+    log(`  agentbox  p50 ${fmt(ours.p50)}  p95 ${fmt(ours.p95)}  (n=${ours.n}; target p50 <= 5 ms: ${ours.p50 <= 5 ? "met" : "MISSED"})`);
+    log(`  raw pty   p50 ${fmt(rawPty.p50)}  p95 ${fmt(rawPty.p95)}  (local node-pty, no sandbox, no network)`);
+    log(`  ratio p50 ${(ours.p50 / rawPty.p50).toFixed(2)}x`);
+    results.keystrokeEcho = { agentbox: ours, rawPty, ratioP50: ours.p50 / rawPty.p50, met: ours.p50 <= 5 };
+
+  }
   await warm.delete();
 } finally {
   await server.stop();
