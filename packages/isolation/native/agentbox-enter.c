@@ -175,6 +175,8 @@ static void enter(const struct spec *s) {
     _exit(126);
   }
   if (s->tty) {
+    /* Only the terminal follows us from the PTY library's process. */
+    syscall(SYS_close_range, 3, ~0U, 0);
     /* Give up the terminal (a session leader's TIOCNOTTY also hangs up its foreground
        group, which is us: ignore that) so the child's new session can take it. */
     signal(SIGHUP, SIG_IGN);

@@ -22,6 +22,8 @@ import { resolveCwd } from "./exec-runner.js";
 import { OutputLog } from "./output-log.js";
 
 const LOGIN_SHELL = ["/bin/bash", "-l"];
+/** Exited terminals stay listed (late clients get the replay and the exit) up to this many; the oldest go first. */
+export const MAX_EXITED_TERMINALS = 16;
 const SIGNAL_NAMES = Object.fromEntries(Object.entries(osConstants.signals).map(([k, v]) => [v, k])) as Record<number, string>;
 
 export interface TerminalContext {
@@ -45,7 +47,7 @@ class Terminal {
       term.onExit(({ exitCode, signal }) => {
         this.groupReleased = true;
         // Anything the program left behind (background jobs holding the PTY) goes with it.
-        void sandbox.releaseGroup(group).finally(() => {
+        void sandbox.releaseGroup(group).catch(() => undefined).finally(() => {
           info.status = "exited";
           info.exitCode = signal ? null : exitCode;
           if (signal) info.signal = SIGNAL_NAMES[signal] ?? `SIG${signal}`;
@@ -114,7 +116,13 @@ export class TerminalRegistry {
     // Listed once complete: concurrent creates of this id wait on `creating` until then.
     info.pid = await sandboxPidOf(term.pid, terminal.exited);
     this.terminals.set(id, terminal);
+    void terminal.exited.then(() => this.forgetOldExited());
     return terminal;
+  }
+
+  private forgetOldExited(): void {
+    const exited = [...this.terminals].filter(([, t]) => t.info.status === "exited");
+    for (const [id] of exited.slice(0, Math.max(0, exited.length - MAX_EXITED_TERMINALS))) this.terminals.delete(id);
   }
 
   private get(id: string): Terminal {

@@ -85,6 +85,13 @@ describe("terminals", () => {
     assert.equal(m[2], "C.UTF-8");
     assert.equal(m[3], m[4], "the shell leads its own process group");
     assert.equal(Number(m[4]), t.pid);
+    // Only the terminal crossed over from the runtime: no other descriptor, no host process in sight.
+    c.type("echo -n fds:; ls /proc/$$/fd | tr '\\n' ' '; echo; echo -n procs:; ps -eo comm= | sort -u | tr '\\n' ' '; echo\r");
+    const fds = await c.waitFor(/[\r\n]fds:(.*)\r\n/);
+    assert.equal(fds[1], "0 1 2 255 ");
+    const procs = await c.waitFor(/[\r\n]procs:(.*)\r\n/);
+    assert.doesNotMatch(procs[1]!, /agentbox|node|systemd/);
+    assert.match(procs[1]!, /bash/);
     c.close();
   });
 
@@ -206,6 +213,23 @@ describe("terminals", () => {
     assert.equal((await h.exec(sb, { command: "pgrep -c -x -f 'sleep 30[12]' || true" })).stdout, "0\n");
     assert.equal((await h.api("GET", `/v1/sandboxes/${sb}/terminals/${t.id}`)).status, 404);
     assert.equal((await h.api("DELETE", `/v1/sandboxes/${sb}/terminals/${t.id}`)).status, 404);
+  });
+
+  test("exited terminals stay listed up to a cap, the oldest forgotten first", async () => {
+    const other = (await h.createSandbox()).id;
+    for (let i = 0; i < 18; i++) {
+      const res = await h.api("POST", `/v1/sandboxes/${other}/terminals`, { id: `short-${i}`, command: `exit ${i}` });
+      assert.equal(res.status, 201);
+    }
+    let list: Array<{ id: string; status: string }> = [];
+    for (let i = 0; i < 200; i++) {
+      list = (await h.api("GET", `/v1/sandboxes/${other}/terminals`)).body.terminals;
+      if (list.length === 16 && list.every((t) => t.status === "exited")) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(list.length, 16);
+    assert.ok(!list.some((t) => t.id === "short-0" || t.id === "short-1"));
+    await h.api("DELETE", `/v1/sandboxes/${other}`);
   });
 
   test("terminals end with their sandbox", async () => {
