@@ -30,6 +30,8 @@ export class TerminalConnection {
   /** Resolves when the socket has closed, for whatever reason. */
   readonly closed: Promise<void>;
   private readonly dataListeners = new Set<(data: Buffer) => void>();
+  /** Output that arrived before the first listener (the replay comes at once): handed to it. */
+  private early: Buffer[] | undefined = [];
 
   /** @internal Use `terminal.connect()`. */
   constructor(private readonly socket: WebSocket) {
@@ -39,7 +41,8 @@ export class TerminalConnection {
     this.exited = new Promise((resolve, reject) => {
       socket.on("message", (data: Buffer, binary) => {
         if (binary) {
-          for (const fn of this.dataListeners) fn(data);
+          if (this.early) this.early.push(data);
+          else for (const fn of this.dataListeners) fn(data);
           return;
         }
         const message = JSON.parse(data.toString("utf8")) as TerminalServerMessage;
@@ -58,9 +61,18 @@ export class TerminalConnection {
     this.exited.catch(() => undefined); // observed through `exited` by those who care
   }
 
-  /** Receive output bytes (raw terminal output, escape sequences included). Returns an unsubscribe function. */
+  /**
+   * Receive output bytes (raw terminal output, escape sequences included). The first
+   * listener also gets everything that arrived before it (the replay). Returns an
+   * unsubscribe function.
+   */
   onData(listener: (data: Buffer) => void): () => void {
     this.dataListeners.add(listener);
+    const early = this.early;
+    if (early) {
+      this.early = undefined;
+      for (const chunk of early) listener(chunk);
+    }
     return () => this.dataListeners.delete(listener);
   }
 

@@ -79,6 +79,8 @@ describe("SDK sessions and terminals", () => {
     await first.closed;
     await assert.rejects(first.exited, (e: unknown) => isAgentboxError(e, "CONNECTION_FAILED"));
     const second = await (await sb.terminals.get("keep")).connect();
+    // Listen late: what arrived before (the replay) is handed to the first listener.
+    await new Promise((r) => setTimeout(r, 200));
     let out = "";
     second.onData((d) => (out += d.toString()));
     second.write("two\r");
