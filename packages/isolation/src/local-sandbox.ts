@@ -79,8 +79,7 @@ export class LocalSandbox {
   }
 
   get limitsOff(): string[] {
-    // Storage quotas need a filesystem with project quotas; the upper layer lives on the data dir's.
-    return [...this.cgroup.limitsOff, "storage"];
+    return [...this.cgroup.limitsOff];
   }
 
   /** True from a successful boot until the holder exits. */

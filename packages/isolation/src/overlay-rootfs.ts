@@ -3,10 +3,16 @@
  * private upper layer, joined with overlayfs. Mounted by the runtime (root)
  * on the host; the sandbox reaches it only through bubblewrap's bind of the
  * merged directory.
+ *
+ * The upper layer lives on the sandbox's own disk: a sparse file of the
+ * sandbox's storage size, formatted ext4 and loop-mounted. That is what
+ * enforces the storage limit (a write past it fails with ENOSPC inside the
+ * sandbox) and what keeps a sandbox from filling the host's disk. The disk
+ * costs no space until written and is made ahead of time with the layers.
  */
 import { execFile } from "node:child_process";
 import { chownSync, existsSync, mkdirSync, rmSync, rmdirSync } from "node:fs";
-import { chown, mkdir } from "node:fs/promises";
+import { chown, mkdir, open } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { SANDBOX_HOME } from "./host-image.js";
@@ -15,6 +21,9 @@ const run = promisify(execFile);
 
 export interface RootfsPaths {
   readonly dir: string;
+  /** The sandbox's disk image and where it is mounted (the upper and work dirs live on it). */
+  readonly disk: string;
+  readonly layer: string;
   readonly upper: string;
   readonly work: string;
   readonly merged: string;
@@ -28,8 +37,10 @@ export interface RootfsPaths {
 export function rootfsPaths(sandboxDir: string, mountDir: string): RootfsPaths {
   return {
     dir: sandboxDir,
-    upper: join(sandboxDir, "upper"),
-    work: join(sandboxDir, "work"),
+    disk: join(sandboxDir, "disk.img"),
+    layer: join(sandboxDir, "layer"),
+    upper: join(sandboxDir, "layer", "upper"),
+    work: join(sandboxDir, "layer", "work"),
     merged: mountDir,
   };
 }
@@ -39,7 +50,9 @@ export function rootfsPaths(sandboxDir: string, mountDir: string): RootfsPaths {
  * owned by its host uid. Filesystem metadata is slow on some disks (milliseconds a
  * call), so the runtime prepares layers for the next sandboxes in the background.
  */
-export async function prepareLayers(paths: RootfsPaths, hostUid: number, ownedDirs: string[]): Promise<void> {
+export async function prepareLayers(paths: RootfsPaths, hostUid: number, ownedDirs: string[], storageBytes: number): Promise<void> {
+  await mkdir(paths.layer, { recursive: true, mode: 0o700 });
+  await makeDisk(paths, storageBytes);
   await mkdir(paths.upper, { recursive: true, mode: 0o755 });
   await mkdir(paths.work, { recursive: true, mode: 0o700 });
   await mkdir(paths.merged, { recursive: true, mode: 0o755 });
@@ -48,6 +61,24 @@ export async function prepareLayers(paths: RootfsPaths, hostUid: number, ownedDi
     await mkdir(p, { recursive: true, mode: 0o755 });
     await chown(p, hostUid, hostUid);
   }
+}
+
+/** Smallest disk ext4 is made on; a smaller storage limit still gets a disk this big. */
+export const MIN_DISK_BYTES = 8 * 1024 * 1024;
+
+/** A sparse ext4 image of `storageBytes`, loop-mounted on `paths.layer`. */
+async function makeDisk(paths: RootfsPaths, storageBytes: number): Promise<void> {
+  const fh = await open(paths.disk, "w", 0o600);
+  try {
+    await fh.truncate(Math.max(MIN_DISK_BYTES, storageBytes));
+  } finally {
+    await fh.close();
+  }
+  // No journal (the disk dies with the sandbox), no reserved blocks (the whole size is the sandbox's).
+  await run("mkfs.ext4", ["-q", "-F", "-O", "^has_journal", "-m", "0", "-E", "nodiscard", paths.disk]);
+  // noinit_itable: no background zeroing of inode tables (it would write the sparse file full);
+  // discard: what the sandbox deletes is given back to the host's disk.
+  await run("mount", ["-o", "loop,noinit_itable,discard,nosuid,nodev", paths.disk, paths.layer]);
 }
 
 /** Make sure `dir` (inside the sandbox) exists in the upper layer and belongs to the sandbox user. */
@@ -73,6 +104,8 @@ export async function unmountRootfs(paths: RootfsPaths): Promise<void> {
     // Busy or not mounted: detach lazily so removal below cannot reach the lower layer.
     await run("umount", ["-l", paths.merged]).catch(() => undefined);
   }
+  // Then the disk under it (its loop device detaches with the last unmount).
+  await run("umount", [paths.layer]).catch(() => run("umount", ["-l", paths.layer]).catch(() => undefined));
   rmSync(paths.dir, { recursive: true, force: true });
   try {
     rmdirSync(paths.merged);

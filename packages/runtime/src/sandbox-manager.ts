@@ -34,6 +34,8 @@ import { TerminalRegistry } from "./terminals.js";
 
 /** Sandbox users map to host uids from here up, one per live sandbox. */
 export const HOST_UID_BASE = 2_000_000;
+/** Disk size of the layers prepared ahead of time: the default template's storage (1Gi). */
+export const SPARE_DISK_BYTES = 1024 ** 3;
 /** Layers prepared ahead of time for the next sandboxes (see prepareLayers). */
 const SPARE_LAYERS = 8;
 /** Root filesystems are mounted below here (see rootfsPaths for why not in the data dir). */
@@ -95,9 +97,10 @@ export class SandboxManager {
         while (this.spareSlots.length < SPARE_LAYERS) {
           const slot = this.allocateSlot();
           try {
-            await prepareLayers(this.slotPaths(slot), HOST_UID_BASE + slot, []);
+            await prepareLayers(this.slotPaths(slot), HOST_UID_BASE + slot, [], SPARE_DISK_BYTES);
             this.spareSlots.push(slot);
           } catch {
+            await unmountRootfs(this.slotPaths(slot));
             this.usedSlots.delete(slot);
             return;
           }
@@ -124,13 +127,15 @@ export class SandboxManager {
     this.quietTimer.unref();
   }
 
-  private async takeSlot(): Promise<number> {
-    const spare = this.spareSlots.shift();
+  /** A slot with empty layers on a disk of `storageBytes`: a spare one if it has that size. */
+  private async takeSlot(storageBytes: number): Promise<number> {
+    const spare = storageBytes === SPARE_DISK_BYTES ? this.spareSlots.shift() : undefined;
     if (spare !== undefined) return spare;
     const slot = this.allocateSlot();
     try {
-      await prepareLayers(this.slotPaths(slot), HOST_UID_BASE + slot, []);
+      await prepareLayers(this.slotPaths(slot), HOST_UID_BASE + slot, [], storageBytes);
     } catch (err) {
+      await unmountRootfs(this.slotPaths(slot));
       this.usedSlots.delete(slot);
       throw err;
     }
@@ -169,7 +174,7 @@ export class SandboxManager {
     const host = this.host?.ok ? this.host : (this.host = checkHost());
     if (!host.ok) throw new AgentboxError("RUNTIME_UNAVAILABLE", host.problems.join("; "));
     this.image ??= ensureHostImage(join(this.dataDir, "images"));
-    const slot = await this.takeSlot();
+    const slot = await this.takeSlot(params.limits.storageBytes);
     try {
       const sandbox = await LocalSandbox.start({
         id: params.id,

@@ -167,6 +167,19 @@ print(len([p for p in os.listdir('/proc') if p.isdigit()]))
     assert.equal((await h.exec(a, { command: "echo ok" })).stdout, "ok\n");
   });
 
+  test("a disk fill stops at the sandbox's storage size (1Gi) and takes nothing from other sandboxes", async () => {
+    const big = await h.exec(a, { command: "fallocate -l 2G /workspace/huge; echo rc=$?; rm -f /workspace/huge", timeoutMs: 60_000 });
+    assert.match(big.stderr, /No space left on device/);
+    const fill = await h.exec(a, { command: "dd if=/dev/zero of=/workspace/fill bs=1M count=1100 status=none; echo rc=$?; stat -c %s /workspace/fill", timeoutMs: 120_000 });
+    assert.match(fill.stderr, /No space left on device/);
+    const [rc, size] = fill.stdout.trim().split("\n");
+    assert.equal(rc, "rc=1");
+    assert.ok(Number(size) > 900 * 2 ** 20 && Number(size) <= 2 ** 30, `filled ${size} bytes`);
+    // The other sandbox writes as usual; this one recovers once the file is gone.
+    assert.equal((await h.exec(b, { command: "head -c 1048576 /dev/zero > /workspace/x && stat -c %s /workspace/x" })).stdout, "1048576\n");
+    assert.equal((await h.exec(a, { command: "rm /workspace/fill; echo ok > /workspace/after && cat /workspace/after" })).stdout, "ok\n");
+  });
+
   test("the server's runtime socket is not reachable", async () => {
     const r = await h.exec(a, { command: `ls -la ${h.dataDir} 2>&1; ls /run 2>&1` });
     assert.doesNotMatch(r.stdout, /runtime\.sock/);
