@@ -11,12 +11,13 @@ if [ "$node_major" -lt 20 ]; then
   say "Node.js 20 or newer is required (found $(node --version))"; exit 1
 fi
 
-# System packages: bubblewrap (sandboxes), util-linux (mount, nsenter), a C compiler (the enter
+# System packages: bubblewrap (sandboxes), util-linux (mount, nsenter), e2fsprogs (sandbox disks), a C compiler (the enter
 # helper), and make, g++ and python3 (native npm modules: better-sqlite3, node-pty).
 # With --test, also chromium (the browser terminal test drives it headless).
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v mount >/dev/null 2>&1 || missing+=(mount)
+command -v mkfs.ext4 >/dev/null 2>&1 || PATH="$PATH:/sbin:/usr/sbin" command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)

@@ -16,6 +16,7 @@ import { chown, mkdir, open } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { SANDBOX_HOME } from "./host-image.js";
+import { findProgram } from "./system-tools.js";
 
 const run = promisify(execFile);
 
@@ -75,7 +76,7 @@ async function makeDisk(paths: RootfsPaths, storageBytes: number): Promise<void>
     await fh.close();
   }
   // No journal (the disk dies with the sandbox), no reserved blocks (the whole size is the sandbox's).
-  await run("mkfs.ext4", ["-q", "-F", "-O", "^has_journal", "-m", "0", "-E", "nodiscard", paths.disk]);
+  await run(findProgram("mkfs.ext4") ?? "mkfs.ext4", ["-q", "-F", "-O", "^has_journal", "-m", "0", "-E", "nodiscard", paths.disk]);
   // noinit_itable: no background zeroing of inode tables (it would write the sparse file full);
   // discard: what the sandbox deletes is given back to the host's disk.
   await run("mount", ["-o", "loop,noinit_itable,discard,nosuid,nodev", paths.disk, paths.layer]);

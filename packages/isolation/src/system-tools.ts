@@ -32,6 +32,7 @@ export function checkHost(): HostCheck {
   const problems: string[] = [];
   const bwrap = findProgram("bwrap");
   if (!bwrap) problems.push("bubblewrap is not installed (run `bash scripts/setup.sh` as root, or `apt-get install bubblewrap`)");
+  if (!findProgram("mkfs.ext4")) problems.push("mkfs.ext4 is not installed (sandbox disks; run `bash scripts/setup.sh` as root, or `apt-get install e2fsprogs`)");
   try {
     accessSync(ENTER_HELPER, constants.X_OK);
   } catch {
