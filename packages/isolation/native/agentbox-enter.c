@@ -24,7 +24,9 @@
  * ends it needs through /proc/<this pid>/fd/N, then releases them.
  *
  *   → spawn id=I [target=PID] uid= gid= [cwd=] [overlay= root_fd=N] [info=1]
- *           [stdin=null] cgroup=F... argv=A... env=K=V...
+ *           [stdin=null] [exec=HOST_PATH] cgroup=F... argv=A... env=K=V...
+ *     (exec: run that host file, opened before entering, with argv; used for the
+ *     files helper, which the sandbox must not see or change)
  *   ← started id=I pid=P stdin=N stdout=N stderr=N [info=N]
  *   → release id=I          (the runtime has opened its ends: close ours)
  *   ← exit id=I status=S    (raw wait status)
@@ -81,6 +83,7 @@ struct spec {
   char **env; /* NULL: keep the current environment */
   int pid_fd;  /* with a target: the command writes its pid (as seen inside) here, then execs */
   int tty;     /* pass our controlling terminal (stdin) on to the program */
+  const char *exec_path; /* run this host file (opened before entering) instead of argv[0] */
 };
 
 static void die(const char *what) {
@@ -136,6 +139,12 @@ static void mount_overlay(const char *overlay, int root_fd) {
 
 /* Enter the sandbox described by `s` and exec its program. Never returns. */
 static void enter(const struct spec *s) {
+  /* A program of ours (the files helper) runs from a descriptor: the sandbox has no copy of it. */
+  int exec_fd = -1;
+  if (s->exec_path) {
+    exec_fd = open(s->exec_path, O_RDONLY | O_CLOEXEC);
+    if (exec_fd < 0) die(s->exec_path);
+  }
   if (s->overlay) mount_overlay(s->overlay, s->root_fd);
   for (int c = 0; c < s->ncgroups; c++) write_pid(s->cgroups[c]);
   /* Supplementary groups of root (gid 0 and others) must not follow us in. */
@@ -194,6 +203,12 @@ static void enter(const struct spec *s) {
       close(s->pid_fd);
     }
     /* Nothing of the caller's (e.g. a PTY library's parent) may follow into the sandbox. */
+    if (exec_fd >= 0) {
+      if (dup3(exec_fd, 3, O_CLOEXEC) < 0) die("exec fd");
+      syscall(SYS_close_range, 4, ~0U, 0);
+      fexecve(3, s->argv, environ);
+      die(s->exec_path);
+    }
     syscall(SYS_close_range, 3, ~0U, 0);
     execvp(s->argv[0], s->argv);
     int err = errno;
@@ -291,6 +306,7 @@ static void handle_spawn(char **fields, int n) {
     else if (!strncmp(f, "root_fd=", 8)) s.root_fd = (int)strtol(f + 8, NULL, 10);
     else if (!strncmp(f, "info=", 5)) want_info = 1;
     else if (!strncmp(f, "stdin=null", 10)) stdin_null = 1;
+    else if (!strncmp(f, "exec=", 5)) s.exec_path = f + 5;
     else if (!strncmp(f, "cgroup=", 7) && s.ncgroups < MAX_CGROUPS) s.cgroups[s.ncgroups++] = f + 7;
     else if (!strncmp(f, "argv=", 5)) argv[nargv++] = f + 5;
     else if (!strncmp(f, "env=", 4)) env[nenv++] = f + 4;

@@ -47,6 +47,8 @@ export interface SpawnInSandbox {
   cwd: string;
   /** The whole environment of the process (nothing of the runtime's is added). */
   env: Record<string, string>;
+  /** Run this host file (a helper of ours) with `argv` instead of a program of the sandbox's. */
+  exec?: string;
 }
 
 export class LocalSandbox {
@@ -165,6 +167,7 @@ export class LocalSandbox {
       gid: SANDBOX_GID,
       target: this.initPid,
       cgroupProcs: group.procsFiles,
+      ...(spec.exec !== undefined ? { exec: spec.exec } : {}),
     });
   }
 

@@ -31,6 +31,8 @@ export interface SpawnRequest {
   infoPipe?: boolean;
   /** stdin from /dev/null instead of a pipe. */
   noStdin?: boolean;
+  /** Run this host file (opened before entering) with `argv`, instead of argv[0] looked up inside. */
+  exec?: string;
 }
 
 export interface ExitStatus {
@@ -100,6 +102,7 @@ export class Spawner {
     if (req.overlay !== undefined) fields.push(`overlay=${req.overlay}`, "root_fd=3");
     if (req.infoPipe) fields.push("info=1");
     if (req.noStdin) fields.push("stdin=null");
+    if (req.exec !== undefined) fields.push(`exec=${req.exec}`);
     for (const f of req.cgroupProcs) fields.push(`cgroup=${f}`);
     for (const a of req.argv) fields.push(`argv=${a}`);
     for (const [k, v] of Object.entries(req.env)) fields.push(`env=${k}=${v}`);

@@ -7,6 +7,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 
 /** The compiled helper (packages/isolation/bin), built by scripts/build-native.sh. */
 export const ENTER_HELPER = process.env.AGENTBOX_ENTER_HELPER ?? join(here, "..", "..", "bin", "agentbox-enter");
+/** The files helper, run inside sandboxes from a descriptor (see native/agentbox-fs.c). */
+export const FS_HELPER = process.env.AGENTBOX_FS_HELPER ?? join(here, "..", "..", "bin", "agentbox-fs");
 
 export function findProgram(name: string): string | undefined {
   for (const dir of ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"]) {
@@ -37,6 +39,11 @@ export function checkHost(): HostCheck {
     accessSync(ENTER_HELPER, constants.X_OK);
   } catch {
     problems.push(`the helper ${ENTER_HELPER} is missing (run \`npm run build\`)`);
+  }
+  try {
+    accessSync(FS_HELPER, constants.R_OK);
+  } catch {
+    problems.push(`the helper ${FS_HELPER} is missing (run \`npm run build\`)`);
   }
   if (typeof process.getuid === "function" && process.getuid() !== 0) {
     problems.push("the local runtime must run as root to mount sandbox filesystems and join namespaces");

@@ -5,3 +5,4 @@ export * from "./api.js";
 export * from "./validation.js";
 export * from "./runtime-protocol.js";
 export * from "./api-sessions.js";
+export * from "./api-files.js";

@@ -161,6 +161,15 @@ export const TerminalRead = z.object({
 });
 export type TerminalRead = z.infer<typeof TerminalRead>;
 
+export const FsOpRequest = z.discriminatedUnion("op", [
+  z.object({ op: z.literal("stat"), path: z.string() }),
+  z.object({ op: z.literal("list"), path: z.string(), depth: z.number().int().min(1).max(64) }),
+  z.object({ op: z.literal("mkdir"), path: z.string(), recursive: z.boolean() }),
+  z.object({ op: z.literal("move"), from: z.string(), to: z.string() }),
+  z.object({ op: z.literal("remove"), path: z.string(), recursive: z.boolean() }),
+]);
+const FsHandleRef = SandboxRef.extend({ handle: z.string() });
+
 /** Each method: its params schema and result schema, shared by both ends. */
 export const RuntimeMethods = {
   "runtime.info": { params: z.object({}), result: z.object({ pid: z.number(), version: z.string(), cgroup: z.string(), sandboxes: z.number() }) },
@@ -194,6 +203,23 @@ export const RuntimeMethods = {
   "terminal.delete": { params: TerminalRef, result: z.object({ deleted: z.boolean() }) },
   "terminal.input": { params: TerminalRef.extend({ dataBase64: z.string() }), result: z.object({ ok: z.literal(true) }) },
   "terminal.resize": { params: TerminalRef.extend({ cols: z.number().int().min(1), rows: z.number().int().min(1) }), result: TerminalInfo },
+  "fs.op": { params: SandboxRef.extend({ request: FsOpRequest }), result: z.unknown() },
+  "fs.openRead": { params: SandboxRef.extend({ path: z.string(), archive: z.boolean().optional() }), result: z.object({ handle: z.string(), size: z.number().optional() }) },
+  /** The bytes travel as the response's attachment. */
+  "fs.read": {
+    params: FsHandleRef.extend({ maxBytes: z.number().int().min(1).max(16 * 1024 * 1024), waitMs: z.number().int().min(0).max(60_000) }),
+    result: z.object({ bytes: z.number(), done: z.boolean() }),
+  },
+  "fs.openWrite": {
+    params: SandboxRef.extend({ path: z.string(), mode: z.number().int().min(0).max(0o7777), archive: z.boolean().optional() }),
+    result: z.object({ handle: z.string() }),
+  },
+  /** The bytes travel as the request's attachment. */
+  "fs.write": { params: FsHandleRef, result: z.object({ ok: z.literal(true) }) },
+  "fs.finishWrite": { params: FsHandleRef, result: z.object({ size: z.number().optional() }) },
+  "fs.abort": { params: FsHandleRef, result: z.object({ ok: z.literal(true) }) },
+  "fs.openWatch": { params: SandboxRef.extend({ path: z.string(), recursive: z.boolean() }), result: z.object({ handle: z.string() }) },
+  "fs.watchEvents": { params: FsHandleRef.extend({ waitMs: z.number().int().min(0).max(60_000) }), result: z.object({ events: z.array(z.unknown()), done: z.boolean() }) },
   "terminal.read": {
     params: TerminalRef.extend({ offset: z.number().int().min(0), maxBytes: z.number().int().min(1).max(8 * 1024 * 1024), waitMs: z.number().int().min(0).max(60_000) }),
     result: TerminalRead,

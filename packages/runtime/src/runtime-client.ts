@@ -89,6 +89,16 @@ export class RuntimeClient {
     });
   }
 
+  /** A request that carries raw bytes (e.g. fs.write). */
+  requestWithBody<M extends RuntimeMethod>(method: M, params: RuntimeParams<M>, body: Buffer | Buffer[]): Promise<RuntimeResult<M>> {
+    if (this.closed) return Promise.reject(new AgentboxError("RUNTIME_UNAVAILABLE", "not connected to the runtime"));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.conn.send({ type: "request", id, method, params }, Array.isArray(body) ? body : [body]);
+    });
+  }
+
   close(): void {
     this.conn.close();
     this.lost();

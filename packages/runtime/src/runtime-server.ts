@@ -21,10 +21,11 @@ import {
 } from "@agentbox/protocol";
 import { FramedConnection } from "./connection.js";
 import type { SandboxManager } from "./sandbox-manager.js";
+import type { FsOp } from "./files.js";
 
 export const RUNTIME_VERSION = "0.1.0";
 
-type Handler = (params: never) => Promise<unknown> | unknown;
+type Handler = (params: never, attachment: Buffer | undefined) => Promise<unknown> | unknown;
 
 /** A handler result that travels with raw bytes (see framing.ts). */
 export class WithAttachment {
@@ -36,6 +37,7 @@ export class WithAttachment {
 type Ref = { sandboxId: string; processId: string };
 type SessionRef = { sandboxId: string; sessionId: string };
 type TerminalRef = { sandboxId: string; terminalId: string };
+type FsRef = { sandboxId: string; handle: string };
 
 export interface RuntimeServerOptions {
   socketPath: string;
@@ -97,6 +99,24 @@ export class RuntimeServer {
         const { result, data } = await m.terminals(p.sandboxId).read(p.terminalId, p.offset, p.maxBytes, p.waitMs);
         return new WithAttachment(result, data);
       },
+      "fs.op": (p: { sandboxId: string; request: FsOp }) => m.files(p.sandboxId).op(p.request),
+      "fs.openRead": (p: { sandboxId: string; path: string; archive?: boolean }) => m.files(p.sandboxId).openRead(p.path, p.archive),
+      "fs.read": async (p: FsRef & { maxBytes: number; waitMs: number }) => {
+        const r = await m.files(p.sandboxId).read(p.handle, p.maxBytes, p.waitMs);
+        return new WithAttachment({ bytes: r.bytes, done: r.done }, r.data);
+      },
+      "fs.openWrite": (p: { sandboxId: string; path: string; mode: number; archive?: boolean }) => m.files(p.sandboxId).openWrite(p.path, p.mode, p.archive),
+      "fs.write": async (p: FsRef, attachment: Buffer | undefined) => {
+        await m.files(p.sandboxId).write(p.handle, attachment ?? Buffer.alloc(0));
+        return { ok: true };
+      },
+      "fs.finishWrite": (p: FsRef) => m.files(p.sandboxId).finishWrite(p.handle),
+      "fs.abort": async (p: FsRef) => {
+        await m.files(p.sandboxId).abort(p.handle);
+        return { ok: true };
+      },
+      "fs.openWatch": (p: { sandboxId: string; path: string; recursive: boolean }) => m.files(p.sandboxId).openWatch(p.path, p.recursive),
+      "fs.watchEvents": (p: FsRef & { waitMs: number }) => m.files(p.sandboxId).watchEvents(p.handle, p.waitMs),
       "runtime.shutdown": async () => {
         await opts.onShutdown();
         return { ok: true };
@@ -129,7 +149,7 @@ export class RuntimeServer {
     let greeted = false;
     const conn = new FramedConnection(
       socket,
-      (message) => {
+      (message, attachment) => {
         if (!greeted) {
           const hello = Hello.safeParse(message);
           if (!hello.success || hello.data.protocolVersion !== RUNTIME_PROTOCOL_VERSION) {
@@ -149,14 +169,14 @@ export class RuntimeServer {
           conn.send({ type: "hello", protocolVersion: RUNTIME_PROTOCOL_VERSION, runtimeVersion: RUNTIME_VERSION, pid: process.pid });
           return;
         }
-        void this.handle(conn, message);
+        void this.handle(conn, message, attachment);
       },
       () => undefined,
       RUNTIME_MAX_REQUEST_FRAME_BYTES,
     );
   }
 
-  private async handle(conn: FramedConnection, message: unknown): Promise<void> {
+  private async handle(conn: FramedConnection, message: unknown, attachment: Buffer | undefined): Promise<void> {
     const frame = RequestFrame.safeParse(message);
     if (!frame.success) {
       const id = typeof (message as { id?: unknown })?.id === "number" ? (message as { id: number }).id : -1;
@@ -173,7 +193,7 @@ export class RuntimeServer {
       if (!parsed.success) {
         throw new AgentboxError("INVALID_REQUEST", `invalid params for ${method}: ${parsed.error.issues[0]?.message ?? ""}`);
       }
-      const result = await this.handlers[method as RuntimeMethod](parsed.data as never);
+      const result = await this.handlers[method as RuntimeMethod](parsed.data as never, attachment);
       if (result instanceof WithAttachment) conn.send({ type: "response", id, result: result.result }, result.attachment);
       else conn.send({ type: "response", id, result });
     } catch (err) {

@@ -30,6 +30,7 @@ import {
 import { runExec } from "./exec-runner.js";
 import { ProcessSupervisor } from "./process-supervisor.js";
 import { SessionRegistry } from "./sessions.js";
+import { FileService } from "./files.js";
 import { TerminalRegistry } from "./terminals.js";
 
 /** Sandbox users map to host uids from here up, one per live sandbox. */
@@ -46,6 +47,7 @@ interface Entry {
   processes: ProcessSupervisor;
   sessions: SessionRegistry;
   terminals: TerminalRegistry;
+  files: FileService;
   slot: number;
   createdAt: string;
   workdir: string;
@@ -194,6 +196,7 @@ export class SandboxManager {
         processes: new ProcessSupervisor(sandbox),
         sessions: new SessionRegistry(sandbox),
         terminals: new TerminalRegistry(sandbox),
+        files: new FileService(sandbox, params.workdir),
         slot,
         createdAt: new Date().toISOString(),
         workdir: params.workdir,
@@ -246,6 +249,7 @@ export class SandboxManager {
     const entry = this.sandboxes.get(id);
     if (!entry) return false;
     this.sandboxes.delete(id);
+    entry.files.closeAll();
     await entry.sandbox.destroy();
     this.usedSlots.delete(entry.slot);
     void this.refillSpares();
@@ -262,6 +266,12 @@ export class SandboxManager {
   sessions(id: string): SessionRegistry {
     this.get(id);
     return this.sandboxes.get(id)!.sessions;
+  }
+
+  /** The files API of a running sandbox. */
+  files(id: string): FileService {
+    this.get(id);
+    return this.sandboxes.get(id)!.files;
   }
 
   /** The terminals of a running sandbox. */

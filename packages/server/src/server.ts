@@ -5,7 +5,7 @@
 import { mkdirSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { AgentboxError, ERROR_CODES, LogsQuery, parseOrThrow } from "@agentbox/protocol";
+import { AgentboxError, ERROR_CODES, LogsQuery, WatchQuery, parseOrThrow } from "@agentbox/protocol";
 import { keyMatches, loadOrCreateApiKey } from "./api-key.js";
 import { resolveConfig, type ServerOptions } from "./config.js";
 import { Router } from "./http/router.js";
@@ -18,6 +18,9 @@ import { sessionRoutes, terminalRoutes } from "./routes/sessions.js";
 import { SessionService } from "./session-service.js";
 import { TerminalService } from "./terminal-service.js";
 import { isPublicUiPath, uiRoutes } from "./ui/terminal-page.js";
+import { FileService } from "./file-service.js";
+import { fileRoutes } from "./routes/files.js";
+import { serveWatchStream } from "./streams/fs-watch-stream.js";
 import { Metrics } from "./metrics.js";
 import { RuntimeLink } from "./runtime-link.js";
 import { sandboxRoutes } from "./routes/sandboxes.js";
@@ -75,6 +78,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   sessionRoutes(router, new SessionService(sandboxes, runtime));
   const terminals = new TerminalService(sandboxes, runtime);
   terminalRoutes(router, terminals);
+  fileRoutes(router, new FileService(sandboxes, runtime));
   uiRoutes(router);
 
   const sockets = new WebSocketHub(
@@ -98,6 +102,19 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     }
   });
 
+  sockets.route("/v1/sandboxes/:id/fs/watch", (ws, params, url) => {
+    const query = Object.fromEntries(url.searchParams);
+    delete query.token;
+    try {
+      const q = parseOrThrow(WatchQuery, query, "query");
+      return serveWatchStream(ws, sandboxes, runtime, params.id!, q.path, q.recursive);
+    } catch (err) {
+      const e = err as AgentboxError;
+      ws.send(JSON.stringify({ type: "error", code: e.code, message: e.message }));
+      ws.close(1008, e.code);
+      return undefined;
+    }
+  });
   sockets.route("/v1/sandboxes/:id/terminals/:tid/connect", (ws, params) => serveTerminalStream(ws, terminals, params.id!, params.tid!));
 
   const server = createServer((req, res) => {

@@ -40,6 +40,9 @@ export class Router<H = Handler> {
   post(pattern: string, handler: H): this {
     return this.add("POST", pattern, handler);
   }
+  put(pattern: string, handler: H): this {
+    return this.add("PUT", pattern, handler);
+  }
   delete(pattern: string, handler: H): this {
     return this.add("DELETE", pattern, handler);
   }
