@@ -249,6 +249,8 @@ static int cmd_write(const char *path, const char *mode_text) {
     strcpy(target, resolved);
   }
   if (lstat(target, &lst) == 0 && S_ISDIR(lst.st_mode)) fail(EISDIR, target);
+  /* Replace only what this user could write in place: a read-only file stays as it is. */
+  if (lstat(target, &lst) == 0 && access(target, W_OK) != 0) fail(errno, target);
   const char *slash = strrchr(target, '/');
   int dirlen = slash ? (int)(slash - target) : 0;
   struct sigaction sa = {0};

@@ -281,20 +281,26 @@ export class FileService {
       return;
     }
     const stdin = t.child.stdin as Socket;
-    if (stdin.destroyed) throw helperError(t.stderr.join(""), "write");
+    // Our stdin end can also read (see spawner.ts), so a helper that died does not make
+    // writes fail: watch its exit instead.
+    let ended = false;
+    void t.exited.then(() => (ended = true));
+    await Promise.resolve();
+    if (ended || stdin.destroyed) throw helperError(t.stderr.join(""), "write");
     if (!stdin.write(data)) {
       await new Promise<void>((resolve) => {
         const done = () => {
           stdin.off("drain", done);
-          stdin.off("close", done);
           resolve();
         };
         stdin.on("drain", done);
-        stdin.on("close", done);
+        void t.exited.then(done);
       });
     }
-    // The helper failed (e.g. the disk is full): say so now rather than at the end.
-    if (t.child.stdin?.destroyed && t.stderr.length > 0) throw helperError(t.stderr.join(""), "write");
+    if (ended) {
+      await t.exited;
+      throw helperError(t.stderr.join(""), "write");
+    }
   }
 
   /** Finish a write: the file appears (renamed into place) only now. */
@@ -448,7 +454,8 @@ class ArchiveExtract {
       const resolved = posix.normalize(posix.join(base, target));
       if (resolved === ".." || resolved.startsWith("../")) return outside(`${h.type} pointing outside the target directory`);
       const walked: string[] = [];
-      for (const part of posix.join(base, target).split("/")) {
+      // Walked as written (not normalized): `s/..` must be seen to pass through `s`.
+      for (const part of `${base}/${target}`.split("/")) {
         if (part === "..") {
           if (this.symlinks.has(walked.join("/"))) return outside(`${h.type} climbing out through the archive's symlink ${walked.join("/")}`);
           walked.pop();

@@ -1,0 +1,374 @@
+/**
+ * The files API through the real server, runtime and sandbox: byte-exact
+ * transfers, metadata, archives, watch, the storage limit, bad input, and
+ * every way out of the sandbox we know of (each refused, the host untouched).
+ */
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { after, before, describe, test } from "node:test";
+import tar from "tar-stream";
+import WebSocket from "ws";
+import { startHarness, type Harness } from "./harness.js";
+
+let h: Harness;
+let sb: string;
+let base: string;
+let auth: Record<string, string>;
+
+async function put(path: string, body: Buffer | string, query = ""): Promise<{ status: number; body: any }> {
+  const r = await fetch(`${base}/files?path=${encodeURIComponent(path)}${query}`, { method: "PUT", headers: auth, body });
+  return { status: r.status, body: await r.json() };
+}
+
+async function get(path: string): Promise<{ status: number; bytes: Buffer; headers: Headers }> {
+  const r = await fetch(`${base}/files?path=${encodeURIComponent(path)}`, { headers: auth });
+  return { status: r.status, bytes: Buffer.from(await r.arrayBuffer()), headers: r.headers };
+}
+
+function sha(b: Buffer): string {
+  return createHash("sha256").update(b).digest("hex");
+}
+
+async function makeTar(entries: Array<{ name: string; type?: "file" | "directory" | "symlink" | "link"; body?: string; linkname?: string }>): Promise<Buffer> {
+  const pack = tar.pack();
+  const chunks: Buffer[] = [];
+  pack.on("data", (c: unknown) => chunks.push(c as Buffer));
+  const ended = new Promise<void>((r) => pack.on("end", () => r()));
+  for (const e of entries) {
+    await new Promise<void>((resolve, reject) => {
+      const header = { name: e.name, type: e.type ?? "file", mode: 0o644 } as tar.Header;
+      if (e.linkname !== undefined) header.linkname = e.linkname;
+      if ((e.type ?? "file") === "file") pack.entry(header, e.body ?? "", (err) => (err ? reject(err) : resolve()));
+      else pack.entry(header, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+  pack.finalize();
+  await ended;
+  return Buffer.concat(chunks);
+}
+
+const hostMarker = `/tmp/agentbox-host-marker-${process.pid}`;
+const MARKER_TEXT = "host-marker: do not touch\n";
+
+before(async () => {
+  h = await startHarness();
+  sb = (await h.createSandbox()).id;
+  base = `${h.server.url}/v1/sandboxes/${sb}`;
+  auth = { authorization: `Bearer ${h.server.apiKey}` };
+  writeFileSync(hostMarker, MARKER_TEXT);
+});
+after(async () => {
+  rmSync(hostMarker, { force: true });
+  await h.close();
+});
+
+describe("files: transfers", () => {
+  test("byte-exact round trips: empty, 1 byte, 10 MiB random", async () => {
+    for (const [name, data] of [["empty", Buffer.alloc(0)], ["one", Buffer.from([0xff])], ["random", randomBytes(10 * 1024 * 1024)]] as const) {
+      const w = await put(`rt/${name}.bin`, data);
+      assert.equal(w.status, 200, JSON.stringify(w.body));
+      assert.equal(w.body.size, data.length);
+      const r = await get(`rt/${name}.bin`);
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get("content-length"), String(data.length));
+      assert.equal(r.bytes.length, data.length);
+      assert.equal(sha(r.bytes), sha(data));
+      const inside = await h.exec(sb, { command: `sha256sum /workspace/rt/${name}.bin | cut -d' ' -f1` });
+      assert.equal(inside.stdout.trim(), sha(data));
+    }
+  });
+
+  test("files written by exec are read by the API and the other way round, with parents and mode", async () => {
+    await h.exec(sb, { command: "mkdir -p /workspace/x && printf 'from exec\\n' > /workspace/x/e.txt" });
+    assert.equal((await get("x/e.txt")).bytes.toString(), "from exec\n");
+    const w = await put("/workspace/new/deep/dir/api.sh", "#!/bin/sh\necho from api\n", "&mode=0750");
+    assert.equal(w.status, 200);
+    const r = await h.exec(sb, { command: "stat -c '%a %U' /workspace/new/deep/dir/api.sh; /workspace/new/deep/dir/api.sh" });
+    assert.equal(r.stdout, "750 user\nfrom api\n");
+    // Overwrite replaces the content whole.
+    await put("x/e.txt", "short");
+    assert.equal((await h.exec(sb, { command: "cat /workspace/x/e.txt" })).stdout, "short");
+  });
+
+  test("a write through a symlink writes its target, inside the sandbox", async () => {
+    await h.exec(sb, { command: "mkdir -p /workspace/lt && ln -sfn /workspace/lt/real.txt /workspace/lt/link.txt" });
+    await put("lt/link.txt", "via link");
+    const r = await h.exec(sb, { command: "cat /workspace/lt/real.txt; echo; readlink /workspace/lt/link.txt" });
+    assert.equal(r.stdout, "via link\n/workspace/lt/real.txt\n");
+  });
+});
+
+describe("files: metadata", () => {
+  test("list (with depth), stat, mkdir, move, delete; symlinks reported as symlinks", async () => {
+    await h.exec(sb, { command: "mkdir -p /workspace/m/a/b && echo 123 > /workspace/m/a/f.txt && ln -s a/f.txt /workspace/m/ln && chmod 640 /workspace/m/a/f.txt" });
+    const one = await h.api("GET", `/v1/sandboxes/${sb}/fs/list?path=m`);
+    assert.equal(one.status, 200);
+    assert.deepEqual(one.body.map((e: any) => `${e.name}:${e.type}`).sort(), ["a:dir", "ln:symlink"]);
+    const ln = one.body.find((e: any) => e.name === "ln");
+    assert.equal(ln.symlinkTarget, "a/f.txt");
+    assert.equal(ln.path, "/workspace/m/ln");
+    const deep = await h.api("GET", `/v1/sandboxes/${sb}/fs/list?path=/workspace/m&depth=3`);
+    assert.deepEqual(deep.body.map((e: any) => e.path).sort(), ["/workspace/m/a", "/workspace/m/a/b", "/workspace/m/a/f.txt", "/workspace/m/ln"]);
+    const st = await h.api("GET", `/v1/sandboxes/${sb}/fs/stat?path=m/a/f.txt`);
+    assert.equal(st.body.type, "file");
+    assert.equal(st.body.size, 4);
+    assert.equal(st.body.mode, 0o640);
+    assert.match(st.body.mtime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    const mk = await h.api("POST", `/v1/sandboxes/${sb}/fs/mkdir`, { path: "m/new/er", recursive: true });
+    assert.equal(mk.status, 201);
+    assert.equal(mk.body.type, "dir");
+    assert.equal((await h.api("POST", `/v1/sandboxes/${sb}/fs/mkdir`, { path: "m/new" })).status, 409);
+    assert.equal((await h.api("POST", `/v1/sandboxes/${sb}/fs/mkdir`, { path: "m/none/x" })).status, 404);
+    const mv = await h.api("POST", `/v1/sandboxes/${sb}/fs/move`, { from: "m/a/f.txt", to: "m/moved.txt" });
+    assert.equal(mv.status, 200);
+    assert.equal(mv.body.path, "/workspace/m/moved.txt");
+    assert.equal((await h.exec(sb, { command: "cat /workspace/m/moved.txt" })).stdout, "123\n");
+    assert.equal((await h.api("DELETE", `/v1/sandboxes/${sb}/fs?path=m/a`)).status, 409, "a non-empty directory needs recursive");
+    assert.equal((await h.api("DELETE", `/v1/sandboxes/${sb}/fs?path=m&recursive=true`)).status, 200);
+    assert.equal((await h.api("GET", `/v1/sandboxes/${sb}/fs/stat?path=m`)).status, 404);
+  });
+
+  test("bad input: clear 4xx, never a crash", async () => {
+    const cases: Array<[string, string, unknown, number]> = [
+      ["GET", "/files", undefined, 400],
+      ["GET", "/files?path=", undefined, 400],
+      ["GET", "/files?path=a%00b", undefined, 400],
+      ["PUT", "/files?path=x&mode=999", undefined, 400],
+      ["PUT", "/files?path=x&mode=abc", undefined, 400],
+      ["GET", "/fs/list?path=/workspace&depth=0", undefined, 400],
+      ["GET", "/fs/list?path=/workspace&depth=x", undefined, 400],
+      ["POST", "/fs/mkdir", { path: 5 }, 400],
+      ["POST", "/fs/move", { from: "a" }, 400],
+      ["POST", "/fs/mkdir", { path: "a", extra: 1 }, 400],
+      ["DELETE", "/fs?path=x&recursive=maybe", undefined, 400],
+      ["GET", "/files?path=/workspace", undefined, 400],
+      ["GET", "/files?path=/dev/zero", undefined, 400],
+      ["GET", "/files?path=/no/such/file", undefined, 404],
+    ];
+    for (const [method, path, body, status] of cases) {
+      const r = await h.api(method, `/v1/sandboxes/${sb}${path}`, body);
+      assert.equal(r.status, status, `${method} ${path}: ${JSON.stringify(r.body)}`);
+      assert.ok(r.body.error?.code, `${method} ${path} has an error code`);
+    }
+    const raw = await h.api("POST", `/v1/sandboxes/${sb}/fs/mkdir`, undefined, { raw: "{not json" });
+    assert.equal(raw.status, 400);
+    assert.equal((await h.api("GET", `/v1/sandboxes/sb-nope/fs/stat?path=/`)).status, 404);
+    assert.equal((await h.exec(sb, { command: "echo alive" })).stdout, "alive\n");
+  });
+});
+
+describe("files: confinement", () => {
+  const hostUntouched = () => {
+    assert.equal(readFileSync(hostMarker, "utf8"), MARKER_TEXT);
+  };
+
+  test("every path resolves inside the sandbox: .., absolute and relative symlinks, /proc links", async () => {
+    const mtime = statSync(hostMarker).mtimeMs;
+    await h.exec(sb, {
+      command: [
+        "mkdir -p /workspace/esc/d1/d2",
+        `ln -sfn ${hostMarker} /workspace/esc/abs`,
+        `ln -sfn ../../../../../../../..${hostMarker} /workspace/esc/rel`,
+        "ln -sfn / /workspace/esc/root",
+      ].join(" && "),
+    });
+    const paths = [
+      `../../../../../../..${hostMarker}`,
+      `/workspace/../../..${hostMarker}`,
+      hostMarker,
+      "esc/abs",
+      "esc/rel",
+      `esc/root${hostMarker}`,
+      `/proc/self/root${hostMarker}`,
+      `/proc/1/root${hostMarker}`,
+      `/proc/1/cwd/../../..${hostMarker}`,
+      `esc/d1/d2/../../../../../..${hostMarker}`,
+    ];
+    for (const p of paths) {
+      const r = await get(p);
+      assert.notEqual(r.bytes.toString(), MARKER_TEXT, `read ${p} reached the host`);
+      // Not found, refused, or the sandbox's own file of that name (made by an earlier write here).
+      assert.ok(r.status === 404 || r.status === 403 || (r.status === 200 && r.bytes.toString() === "overwritten!"), `read ${p}: ${r.status} ${r.bytes.toString().slice(0, 200)}`);
+      const w = await put(p, "overwritten!");
+      hostUntouched();
+      // A write lands inside the sandbox (its /tmp, or the link's target there), or is refused.
+      assert.ok([200, 403, 404].includes(w.status), `write ${p}: ${w.status}`);
+    }
+    // What the writes made is in the sandbox's own /tmp, not the host's.
+    assert.equal((await h.exec(sb, { command: `cat ${hostMarker}` })).stdout, "overwritten!");
+    hostUntouched();
+    assert.equal(statSync(hostMarker).mtimeMs, mtime);
+    // And the other way: list and stat see the sandbox's /, not the host's.
+    const root = await h.api("GET", `/v1/sandboxes/${sb}/fs/list?path=/proc/self/root/`);
+    assert.ok(!root.body.some((e: any) => e.name === "root" && e.type === "dir" && false));
+    assert.equal((await h.api("GET", `/v1/sandboxes/${sb}/fs/stat?path=${encodeURIComponent(h.dataDir)}`)).status, 404);
+  });
+
+  test("a symlink swapped back and forth while the API reads never yields a host file", async () => {
+    await h.exec(sb, { command: "mkdir -p /workspace/race && echo sandbox-content > /workspace/race/real" });
+    const swapper = await h.api("POST", `/v1/sandboxes/${sb}/processes`, {
+      id: "swapper",
+      command: `cd /workspace/race && while :; do ln -sfn real target; ln -sfn ${hostMarker} target; ln -sfn /proc/1/root${hostMarker} target; done`,
+    });
+    assert.equal(swapper.status, 201);
+    const seen = new Set<string>();
+    for (let i = 0; i < 150; i++) {
+      const r = await get("race/target");
+      seen.add(`${r.status}:${r.bytes.toString()}`);
+      assert.notEqual(r.bytes.toString(), MARKER_TEXT);
+      const w = await put("race/target", `write ${i}\n`);
+      assert.ok([200, 403, 404].includes(w.status), `write: ${w.status}`);
+    }
+    await h.api("POST", `/v1/sandboxes/${sb}/processes/swapper/kill`, {});
+    hostUntouched();
+    assert.ok([...seen].every((s) => /^(200|404):/.test(s)), [...seen].join(" | "));
+  });
+
+  test("the API acts as the sandbox's user: an unreadable file stays unreadable", async () => {
+    await h.exec(sb, { command: "echo secret > /workspace/locked && chmod 000 /workspace/locked && mkdir -p /workspace/ro && chmod 555 /workspace/ro" });
+    const r = await get("locked");
+    assert.equal(r.status, 403);
+    assert.equal(JSON.parse(r.bytes.toString()).error.code, "PERMISSION_DENIED");
+    assert.equal((await put("locked", "x")).status, 403);
+    assert.equal((await put("ro/file", "x")).status, 403);
+    assert.equal((await put("/etc/passwd", "x")).status, 403);
+    assert.equal((await put("/usr/bin/agentbox", "x")).status, 403);
+  });
+});
+
+describe("files: archives", () => {
+  test("download a directory as tar and extract it elsewhere, byte for byte", async () => {
+    const blob = randomBytes(300 * 1024);
+    await put("arc/src/blob.bin", blob);
+    await put("arc/src/sub/note.txt", "note\n");
+    await h.exec(sb, { command: "ln -s sub/note.txt /workspace/arc/src/link" });
+    const r = await fetch(`${base}/fs/archive?path=arc/src`, { headers: auth });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get("content-type"), "application/x-tar");
+    const archive = Buffer.from(await r.arrayBuffer());
+    const up = await fetch(`${base}/fs/archive?path=arc/dst`, { method: "PUT", headers: auth, body: archive });
+    assert.equal(up.status, 200, await up.text());
+    assert.equal(sha((await get("arc/dst/blob.bin")).bytes), sha(blob));
+    const check = await h.exec(sb, { command: "cat /workspace/arc/dst/link; readlink /workspace/arc/dst/link; stat -c %U /workspace/arc/dst/blob.bin" });
+    assert.equal(check.stdout, "note\nsub/note.txt\nuser\n");
+    assert.equal((await fetch(`${base}/fs/archive?path=arc/src/blob.bin`, { headers: auth })).status, 400);
+    assert.equal((await fetch(`${base}/fs/archive?path=arc/none`, { headers: auth })).status, 404);
+  });
+
+  test("a tar bomb is refused entry by entry: ../, absolute paths, links pointing out", async () => {
+    const bombs: Array<[string, Parameters<typeof makeTar>[0], string]> = [
+      ["dotdot", [{ name: "ok1.txt", body: "fine" }, { name: "../../escaped.txt", body: "evil" }], "escaped.txt"],
+      ["deep-dotdot", [{ name: "a/../../escaped2.txt", body: "evil" }], "escaped2.txt"],
+      ["absolute", [{ name: "/workspace/abs-escaped.txt", body: "evil" }], "abs-escaped.txt"],
+      ["symlink-out", [{ name: "out", type: "symlink", linkname: "../../" }, { name: "out/escaped3.txt", body: "evil" }], "escaped3.txt"],
+      ["symlink-abs", [{ name: "etc", type: "symlink", linkname: "/etc" }], "etc"],
+      ["symlink-chain", [{ name: "s", type: "symlink", linkname: "." }, { name: "t", type: "symlink", linkname: "s/.." }], "t"],
+      ["hardlink-out", [{ name: "h", type: "link", linkname: "../escaped4.txt" }], "h"],
+    ];
+    for (const [label, entries, probe] of bombs) {
+      const body = await makeTar(entries);
+      const r = await fetch(`${base}/fs/archive?path=bomb/${label}/target`, { method: "PUT", headers: auth, body });
+      const json = (await r.json()) as any;
+      assert.equal(r.status, 400, `${label}: ${JSON.stringify(json)}`);
+      assert.equal(json.error.code, "PATH_OUTSIDE_SANDBOX", label);
+      const found = await h.exec(sb, { command: `find /workspace /tmp -name '${probe}' 2>/dev/null || true` });
+      assert.equal(found.stdout, "", `${label}: ${probe} was written`);
+    }
+    hostUntouched();
+    const garbage = await fetch(`${base}/fs/archive?path=bomb/garbage`, { method: "PUT", headers: auth, body: randomBytes(5000) });
+    assert.equal(garbage.status, 400);
+  });
+
+  function hostUntouched() {
+    assert.equal(readFileSync(hostMarker, "utf8"), MARKER_TEXT);
+  }
+});
+
+describe("files: storage limit", () => {
+  test("a write past the sandbox's storage fails with LIMIT_EXCEEDED and leaves nothing behind", async () => {
+    const other = (await h.createSandbox()).id;
+    const url = `${h.server.url}/v1/sandboxes/${other}`;
+    // Fill the sandbox's 1 GiB disk to within a few MiB.
+    await h.exec(other, { command: "fallocate -l $(( $(df --output=avail -B1 /workspace | tail -1) - 4*1024*1024 )) /workspace/ballast", timeoutMs: 60_000 });
+    const r = await fetch(`${url}/files?path=up/big.bin`, { method: "PUT", headers: auth, body: randomBytes(16 * 1024 * 1024) });
+    const json = (await r.json()) as any;
+    assert.equal(r.status, 413, JSON.stringify(json));
+    assert.equal(json.error.code, "LIMIT_EXCEEDED");
+    const left = await h.exec(other, { command: "ls -A /workspace/up" });
+    assert.equal(left.stdout, "", "no partial or temporary file");
+    // Room again: the same write goes through.
+    await h.exec(other, { command: "rm /workspace/ballast" });
+    const ok = await fetch(`${url}/files?path=up/big.bin`, { method: "PUT", headers: auth, body: randomBytes(16 * 1024 * 1024) });
+    assert.equal(ok.status, 200);
+    await h.api("DELETE", `/v1/sandboxes/${other}`);
+  });
+});
+
+describe("files: watch", () => {
+  function watch(path: string, recursive = true): { events: any[]; ws: WebSocket; opened: Promise<void>; closed: Promise<number> } {
+    const ws = new WebSocket(`${base.replace("http", "ws")}/fs/watch?path=${encodeURIComponent(path)}&recursive=${recursive}&token=${h.server.apiKey}`);
+    const events: any[] = [];
+    ws.on("message", (d) => events.push(JSON.parse(String(d))));
+    return {
+      events,
+      ws,
+      opened: new Promise((r) => ws.once("open", () => r())),
+      closed: new Promise((r) => ws.once("close", (code) => r(code))),
+    };
+  }
+  async function until(events: any[], pred: (e: any) => boolean, ms = 2000): Promise<number> {
+    const start = Date.now();
+    while (!events.some(pred)) {
+      if (Date.now() - start > ms) throw new Error(`no matching event in ${JSON.stringify(events)}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return Date.now() - start;
+  }
+
+  test("create, modify, rename and delete by a process in the sandbox arrive within 200 ms", async () => {
+    await h.exec(sb, { command: "mkdir -p /workspace/w/sub" });
+    const w = watch("w");
+    await w.opened;
+    await new Promise((r) => setTimeout(r, 150)); // the watcher is set up once the socket is open and the runtime answered
+    const t0 = Date.now();
+    await h.exec(sb, { command: "echo a > /workspace/w/f.txt" });
+    await until(w.events, (e) => e.type === "create" && e.path === "/workspace/w/f.txt");
+    assert.ok(Date.now() - t0 < 200 + 100, "create within 200 ms of the exec returning");
+    await h.exec(sb, { command: "echo more >> /workspace/w/f.txt" });
+    await until(w.events, (e) => e.type === "modify" && e.path === "/workspace/w/f.txt");
+    await h.exec(sb, { command: "mv /workspace/w/f.txt /workspace/w/g.txt" });
+    await until(w.events, (e) => e.type === "rename" && e.path === "/workspace/w/g.txt");
+    await h.exec(sb, { command: "echo deep > /workspace/w/sub/deep.txt" });
+    await until(w.events, (e) => e.type === "create" && e.path === "/workspace/w/sub/deep.txt");
+    await h.exec(sb, { command: "rm /workspace/w/g.txt" });
+    const latency = await until(w.events, (e) => e.type === "delete" && e.path === "/workspace/w/g.txt");
+    assert.ok(latency < 200, `delete seen after ${latency} ms`);
+    const created = w.events.find((e) => e.type === "create" && e.path === "/workspace/w/f.txt");
+    assert.equal(created.entry.type, "file");
+    w.ws.close();
+    await w.closed;
+    // Closing the socket stops the watcher in the sandbox.
+    let left = "1";
+    for (let i = 0; i < 50 && left !== "0"; i++) {
+      left = (await h.exec(sb, { command: "pgrep -c -f 'agentbox-f[s] watch' || true" })).stdout.trim();
+      if (left !== "0") await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(left, "0");
+  });
+
+  test("non-recursive watches only the directory itself; a missing path is a 404", async () => {
+    await h.exec(sb, { command: "mkdir -p /workspace/nr/sub" });
+    const w = watch("nr", false);
+    await w.opened;
+    await new Promise((r) => setTimeout(r, 150));
+    await h.exec(sb, { command: "echo x > /workspace/nr/sub/inner.txt; echo y > /workspace/nr/top.txt" });
+    await until(w.events, (e) => e.path === "/workspace/nr/top.txt");
+    await new Promise((r) => setTimeout(r, 100));
+    assert.ok(!w.events.some((e) => e.path === "/workspace/nr/sub/inner.txt"), JSON.stringify(w.events));
+    w.ws.close();
+    const missing = watch("no/such/dir");
+    assert.equal(await missing.closed, 4404);
+    assert.equal(missing.events[0]?.code, "NOT_FOUND");
+  });
+});
