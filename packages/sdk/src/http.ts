@@ -8,6 +8,7 @@
  * only timeouts are the ones the caller asks for.
  */
 import http from "node:http";
+import type { Readable } from "node:stream";
 import https from "node:https";
 import { isErrorCode } from "@agentbox/protocol";
 import { AgentboxApiError, CONNECTION_FAILED, codeForStatus } from "./errors.js";
@@ -113,6 +114,65 @@ export class HttpTransport {
       }
     }
     return decode<T>(method, path, response);
+  }
+
+  /**
+   * Send `body` as the raw request body (streamed, with backpressure) and decode the
+   * JSON answer. A server error mid-upload ends the upload and rejects with it.
+   */
+  upload<T>(method: string, path: string, query: Query, body: Readable | Uint8Array, contentType = "application/octet-stream"): Promise<T> {
+    const url = this.url(path, query);
+    const headers: http.OutgoingHttpHeaders = { accept: "application/json", "content-type": contentType, ...this.baseHeaders() };
+    if (body instanceof Uint8Array) headers["content-length"] = body.length;
+    const lib = url.protocol === "https:" ? https : http;
+    return new Promise<T>((resolve, reject) => {
+      const req = lib.request(url, { method, headers });
+      let answered = false;
+      req.on("error", (error: NodeJS.ErrnoException) => {
+        if (!answered) reject(connectionFailed(url, error));
+      });
+      req.on("response", (res) => {
+        answered = true;
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => {
+          try {
+            resolve(decode<T>(method, path, { status: res.statusCode ?? 0, statusText: res.statusMessage ?? "", body: Buffer.concat(chunks) }));
+          } catch (error) {
+            reject(error);
+          }
+          // The server answered before taking the whole body (an error): stop sending it.
+          if (!(body instanceof Uint8Array)) body.unpipe?.(req);
+          req.destroy();
+        });
+      });
+      if (body instanceof Uint8Array) req.end(body);
+      else {
+        body.on("error", (error) => {
+          req.destroy();
+          if (!answered) reject(error);
+        });
+        body.pipe(req);
+      }
+    });
+  }
+
+  /** GET a raw body as a stream; a non-2xx answer rejects with its typed error. */
+  download(path: string, query: Query): Promise<http.IncomingMessage> {
+    const url = this.url(path, query);
+    const lib = url.protocol === "https:" ? https : http;
+    return new Promise((resolve, reject) => {
+      const req = lib.request(url, { method: "GET", headers: this.baseHeaders() });
+      req.on("error", (error) => reject(connectionFailed(url, error)));
+      req.on("response", (res) => {
+        const status = res.statusCode ?? 0;
+        if (status >= 200 && status < 300) return resolve(res);
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => reject(errorFromResponse(status, res.statusMessage ?? "", Buffer.concat(chunks).toString("utf8"))));
+      });
+      req.end();
+    });
   }
 }
 

@@ -17,6 +17,7 @@
  */
 export { Agentbox, Sandboxes, DEFAULT_URL, type AgentboxOptions, type ListSandboxesOptions, type Health } from "./client.js";
 export { Sandbox, type SandboxInfo, type ExecOptions, type StartProcessOptions } from "./sandbox.js";
+export { Files, type FileEntry, type WatchEvent, type WatchHandle, type WriteOptions, type TransferOptions } from "./files.js";
 export { Session, type SessionInfo, type SessionExecOptions, type CreateSessionRequest } from "./session.js";
 export { Terminals, Terminal, TerminalConnection, type TerminalInfo, type TerminalExit, type CreateTerminalRequest } from "./terminal.js";
 export {

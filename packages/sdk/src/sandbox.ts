@@ -6,6 +6,7 @@ import { ProcessHandle, type AttachOptions, type ProcessOffsets } from "./proces
 import type { ProcessInfo, ProcessLogs, ProcessSignal, StartProcessRequest } from "./process-types.js";
 import { Session, type CreateSessionRequest, type SessionInfo } from "./session.js";
 import { Terminals } from "./terminal.js";
+import { Files } from "./files.js";
 
 // `Symbol.asyncDispose` must exist before the class below is defined, because its
 // method key is computed then. Node 20.20 defines it (as Symbol.for("nodejs.asyncDispose"));
@@ -56,12 +57,15 @@ export class Sandbox {
   private current: SandboxInfo;
   /** PTY terminals of this sandbox. */
   readonly terminals: Terminals;
+  /** Files of this sandbox: read, write, list, watch, directories in and out. */
+  readonly files: Files;
 
   /** @internal Use `client.sandboxes.create()` or `.get()`. */
   constructor(http: HttpTransport, info: SandboxInfo) {
     this.http = http;
     this.current = info;
     this.terminals = new Terminals(http, info.id);
+    this.files = new Files(http, info.id);
   }
 
   /** The last state the server reported (updated by `refresh`, `setTimeout` and `delete`). */

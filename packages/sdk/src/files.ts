@@ -1,0 +1,228 @@
+/**
+ * `sandbox.files`: read, write, list and watch files in a sandbox, and move
+ * whole directories in and out as tar archives. Paths are the sandbox's own;
+ * relative ones are relative to its workdir (`/workspace`). Transfers stream.
+ *
+ *   await sb.files.write("src/app.py", "print('hi')\n");
+ *   const text = await sb.files.read("src/app.py");                     // a string
+ *   const bytes = await sb.files.read("model.bin", { format: "bytes" }); // a Uint8Array
+ *   await sb.files.uploadDir("./project", "/workspace/project");
+ *   const watcher = await sb.files.watch("src", (e) => console.log(e.type, e.path));
+ */
+import { createReadStream, createWriteStream } from "node:fs";
+import { lstat, mkdir, readdir, readlink, symlink } from "node:fs/promises";
+import path from "node:path";
+import { Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import tar from "tar-stream";
+import WebSocket from "ws";
+import type { FileEntry, WatchEvent } from "@agentbox/protocol";
+import { AgentboxApiError, CONNECTION_FAILED, isAgentboxError, isSdkErrorCode } from "./errors.js";
+import type { HttpTransport } from "./http.js";
+
+export type { FileEntry, WatchEvent };
+
+export interface WriteOptions {
+  /** Permission bits of the file (default 0o644). */
+  mode?: number;
+}
+
+export interface TransferOptions {
+  /** Called as bytes go out or come in (`total` when known). */
+  onProgress?: (bytes: number, total?: number) => void;
+}
+
+export interface WatchHandle {
+  /** Stop watching (frees the watcher in the sandbox). */
+  close(): void;
+  /** Resolves when the watch has ended, for whatever reason. */
+  readonly closed: Promise<void>;
+}
+
+function counter(onProgress: ((bytes: number, total?: number) => void) | undefined, total?: number): Transform {
+  let bytes = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      bytes += chunk.length;
+      onProgress?.(bytes, total);
+      cb(null, chunk);
+    },
+  });
+}
+
+export class Files {
+  /** @internal Use `sandbox.files`. */
+  constructor(
+    private readonly http: HttpTransport,
+    private readonly sandboxId: string,
+  ) {}
+
+  private get base(): string {
+    return `/v1/sandboxes/${encodeURIComponent(this.sandboxId)}`;
+  }
+
+  /** A file's content: text (UTF-8, the default), bytes, or a stream. */
+  read(file: string, options?: { format?: "text" }): Promise<string>;
+  read(file: string, options: { format: "bytes" }): Promise<Uint8Array>;
+  read(file: string, options: { format: "stream" }): Promise<Readable>;
+  async read(file: string, options: { format?: "text" | "bytes" | "stream" } = {}): Promise<string | Uint8Array | Readable> {
+    const res = await this.http.download(`${this.base}/files`, { path: file });
+    if (options.format === "stream") return res;
+    const chunks: Buffer[] = [];
+    for await (const c of res) chunks.push(c as Buffer);
+    const all = Buffer.concat(chunks);
+    const expected = Number(res.headers["content-length"]);
+    if (!res.complete || (Number.isFinite(expected) && all.length !== expected)) {
+      throw new AgentboxApiError(CONNECTION_FAILED, `reading ${file}: the connection ended after ${all.length} of ${expected} bytes`);
+    }
+    return options.format === "bytes" ? new Uint8Array(all.buffer, all.byteOffset, all.length) : all.toString("utf8");
+  }
+
+  /** Write a file (parents are created; it appears only once complete). `data` may be a stream. */
+  write(file: string, data: string | Uint8Array | Readable, options: WriteOptions & TransferOptions = {}): Promise<{ path: string; size: number }> {
+    const query: Record<string, string> = { path: file };
+    if (options.mode !== undefined) query.mode = options.mode.toString(8).padStart(3, "0");
+    let body: Uint8Array | Readable = typeof data === "string" ? Buffer.from(data, "utf8") : data;
+    if (options.onProgress) body = (body instanceof Uint8Array ? Readable.from([Buffer.from(body)]) : body).pipe(counter(options.onProgress));
+    return this.http.upload("PUT", `${this.base}/files`, query, body);
+  }
+
+  /** The entries of a directory; `depth` > 1 descends (depth 2: children and grandchildren). */
+  list(dir: string, options: { depth?: number } = {}): Promise<FileEntry[]> {
+    return this.http.request<FileEntry[]>("GET", `${this.base}/fs/list`, { query: { path: dir, depth: options.depth } });
+  }
+
+  /** One entry (a symlink is described, not followed). Throws NOT_FOUND when absent. */
+  stat(file: string): Promise<FileEntry> {
+    return this.http.request<FileEntry>("GET", `${this.base}/fs/stat`, { query: { path: file } });
+  }
+
+  async exists(file: string): Promise<boolean> {
+    try {
+      await this.stat(file);
+      return true;
+    } catch (error) {
+      if (isAgentboxError(error, "NOT_FOUND")) return false;
+      throw error;
+    }
+  }
+
+  mkdir(dir: string, options: { recursive?: boolean } = {}): Promise<FileEntry> {
+    return this.http.request<FileEntry>("POST", `${this.base}/fs/mkdir`, { body: { path: dir, recursive: options.recursive ?? false } });
+  }
+
+  move(from: string, to: string): Promise<FileEntry> {
+    return this.http.request<FileEntry>("POST", `${this.base}/fs/move`, { body: { from, to } });
+  }
+
+  async remove(file: string, options: { recursive?: boolean } = {}): Promise<void> {
+    await this.http.request("DELETE", `${this.base}/fs`, { query: { path: file, recursive: options.recursive ?? false } });
+  }
+
+  /** Copy a local directory into the sandbox (as one tar stream); `remoteDir` is created. */
+  async uploadDir(localDir: string, remoteDir: string, options: TransferOptions = {}): Promise<void> {
+    const pack = tar.pack();
+    const packing = packDirectory(pack, localDir).then(
+      () => pack.finalize(),
+      (error: Error) => pack.destroy(error),
+    );
+    let body: Readable = Readable.from(pack as unknown as AsyncIterable<Buffer>, { objectMode: false });
+    if (options.onProgress) body = body.pipe(counter(options.onProgress));
+    await Promise.all([this.http.upload("PUT", `${this.base}/fs/archive`, { path: remoteDir }, body, "application/x-tar"), packing]);
+  }
+
+  /**
+   * Copy a directory of the sandbox here. Entries that would land outside `localDir`
+   * (absolute names, `..`, links pointing out) are refused: the archive comes from the
+   * sandbox and is treated as untrusted.
+   */
+  async downloadDir(remoteDir: string, localDir: string, options: TransferOptions = {}): Promise<void> {
+    const res = await this.http.download(`${this.base}/fs/archive`, { path: remoteDir });
+    const root = path.resolve(localDir);
+    await mkdir(root, { recursive: true });
+    const extract = tar.extract();
+    const links = new Set<string>();
+    extract.on("entry", (header, stream, next) => {
+      void (async () => {
+        const name = path.posix.normalize(header.name);
+        const target = path.resolve(root, name);
+        const inside = (p: string) => p === root || p.startsWith(root + path.sep);
+        if (header.name.startsWith("/") || !inside(target) || [...links].some((l) => target.startsWith(l + path.sep))) {
+          throw new AgentboxApiError("PATH_OUTSIDE_SANDBOX", `archive entry ${JSON.stringify(header.name)} would land outside ${root}`);
+        }
+        if (header.type === "directory") {
+          await mkdir(target, { recursive: true });
+          stream.resume();
+        } else if (header.type === "file" || header.type === "contiguous-file") {
+          await mkdir(path.dirname(target), { recursive: true });
+          await pipeline(stream, createWriteStream(target, { mode: (header.mode ?? 0o644) & 0o777, flags: "w" }));
+        } else if (header.type === "symlink") {
+          const linkTarget = header.linkname ?? "";
+          if (path.isAbsolute(linkTarget) || !inside(path.resolve(path.dirname(target), linkTarget))) {
+            throw new AgentboxApiError("PATH_OUTSIDE_SANDBOX", `archive symlink ${header.name} points outside ${root}`);
+          }
+          await mkdir(path.dirname(target), { recursive: true });
+          await symlink(linkTarget, target);
+          links.add(target);
+          stream.resume();
+        } else {
+          stream.resume(); // hard links, devices: skipped
+        }
+      })().then(() => next(), (error: Error) => extract.destroy(error));
+    });
+    await pipeline(res, counter(options.onProgress), extract);
+  }
+
+  /** Watch a directory (recursively unless told otherwise); `onEvent` gets each change. */
+  watch(dir: string, onEvent: (event: WatchEvent) => void, options: { recursive?: boolean } = {}): Promise<WatchHandle> {
+    const url = this.http.websocketUrl(`${this.base}/fs/watch`, { path: dir, recursive: options.recursive ?? true });
+    const socket = new WebSocket(url, { headers: this.http.baseHeaders() });
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    return new Promise((resolve, reject) => {
+      let opened = false;
+      let early: AgentboxApiError | undefined;
+      socket.on("message", (data) => {
+        const event = JSON.parse(String(data)) as WatchEvent;
+        if (event.type === "error") {
+          early = new AgentboxApiError(isSdkErrorCode(event.code) ? event.code : "INTERNAL", event.message);
+          return;
+        }
+        onEvent(event);
+      });
+      socket.once("open", () => {
+        opened = true;
+        // A missing path is answered on the socket at once: wait a moment for it.
+        setTimeout(() => (early ? reject(early) : resolve({ close: () => socket.close(1000), closed })), 50);
+      });
+      socket.once("close", () => {
+        if (early) reject(early);
+        else if (!opened) reject(new AgentboxApiError(CONNECTION_FAILED, "the watch connection closed before it opened"));
+      });
+      socket.once("error", (error) => {
+        if (!opened) reject(new AgentboxApiError(CONNECTION_FAILED, `cannot open the watch: ${error.message}`, { cause: error }));
+      });
+    });
+  }
+}
+
+/** Add a local directory's content to `pack` (names relative to it). */
+async function packDirectory(pack: tar.Pack, dir: string, prefix = ""): Promise<void> {
+  for (const name of (await readdir(dir)).sort()) {
+    const full = path.join(dir, name);
+    const rel = prefix ? `${prefix}/${name}` : name;
+    const st = await lstat(full);
+    const common = { name: rel, mode: st.mode & 0o7777, mtime: st.mtime };
+    if (st.isDirectory()) {
+      await new Promise<void>((resolve, reject) => pack.entry({ ...common, type: "directory" }, (e) => (e ? reject(e) : resolve())));
+      await packDirectory(pack, full, rel);
+    } else if (st.isSymbolicLink()) {
+      const linkname = await readlink(full);
+      await new Promise<void>((resolve, reject) => pack.entry({ ...common, type: "symlink", linkname }, (e) => (e ? reject(e) : resolve())));
+    } else if (st.isFile()) {
+      await new Promise<void>((resolve, reject) => {
+        const entry = pack.entry({ ...common, type: "file", size: st.size }, (e) => (e ? reject(e) : resolve()));
+        createReadStream(full).on("error", reject).pipe(entry);
+      });
+    }
+  }
+}
