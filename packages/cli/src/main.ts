@@ -8,6 +8,7 @@ import { runCommand } from "./commands/run.js";
 import { sandboxCommand } from "./commands/sandbox.js";
 import { serveCommand } from "./commands/serve.js";
 import { sessionCommand } from "./commands/session.js";
+import { cpCommand, lsCommand } from "./commands/files.js";
 import { shellCommand, terminalCommand } from "./commands/terminal.js";
 
 function buildProgram(): Command {
@@ -33,6 +34,8 @@ Examples:
   $ agentbox ps $SB
   $ agentbox logs -f $SB web                         # Ctrl-C stops following, not the process
   $ agentbox kill $SB web --signal TERM
+  $ agentbox cp ./project $SB:/workspace/project     # files and directories, both ways
+  $ agentbox ls $SB /workspace -l
   $ agentbox shell $SB                               # an interactive terminal; Ctrl-] detaches
   $ S=$(agentbox session create $SB)                 # a persistent shell
   $ agentbox session exec $SB $S -- 'cd /tmp && export X=1'
@@ -50,6 +53,8 @@ Examples:
   program.addCommand(shellCommand());
   program.addCommand(terminalCommand());
   program.addCommand(sessionCommand());
+  program.addCommand(cpCommand());
+  program.addCommand(lsCommand());
   return program;
 }
 
