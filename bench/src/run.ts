@@ -6,6 +6,7 @@
  *   (d) stream throughput, (e) output latency, (f) concurrent streams
  *   (g) session exec round trip of `true` vs a stateless exec of `true`
  *   (h) keystroke echo through the terminal WebSocket vs a raw local PTY
+ *   (i) file upload and download through the SDK vs `cat src | cat > dst`, and server RSS meanwhile
  * Options: --quick (fewer iterations), --json (machine-readable result), --sandboxes N,
  * --only a,g,h (run just those sections).
  */
@@ -15,6 +16,7 @@ import { rawBwrap, rawSpawn } from "./baselines.js";
 import { descendants, findRuntimePid, pss, rss, sandboxCgroupMemory } from "./memory.js";
 import { startServerProcess } from "./server-process.js";
 import { agentboxKeystrokes, rawPtyKeystrokes } from "./terminals.js";
+import { filesThroughput } from "./files.js";
 import { concurrentStreams, firstChunkLatency, rawPipeThroughput, sdkThroughput } from "./streams.js";
 import { fmt, interleave, mib, summarize, type Summary } from "./stats.js";
 
@@ -172,6 +174,24 @@ try {
     results.keystrokeEcho = { agentbox: ours, rawPty, ratioP50: ours.p50 / rawPty.p50, met: ours.p50 <= 5 };
 
   }
+  if (want("i")) {
+    log("");
+    const runtimePid = findRuntimePid(server.dataDir);
+    if (!runtimePid) throw new Error("runtime process not found");
+    const sizeMib = 256;
+    const f = await filesThroughput(warm, sizeMib, server.pid, runtimePid, server.dataDir);
+    const rate = (ms: number) => f.bytes / ms / 1000;
+    const up = rate(f.uploadMs) / rate(f.catMs);
+    const down = rate(f.downloadMs) / rate(f.catMs);
+    const rssOk = f.serverRssGrowth <= 64 * 2 ** 20;
+    log(`(i) a ${sizeMib} MiB file through the files API (SDK)`);
+    log(`  upload    ${rate(f.uploadMs).toFixed(0)} MB/s  ratio ${up.toFixed(2)}x  (target >= 0.5x: ${up >= 0.5 ? "met" : "MISSED"})`);
+    log(`  download  ${rate(f.downloadMs).toFixed(0)} MB/s  ratio ${down.toFixed(2)}x  (target >= 0.5x: ${down >= 0.5 ? "met" : "MISSED"})`);
+    log(`  cat|cat   ${rate(f.catMs).toFixed(0)} MB/s  (disk to disk through a pipe, same machine)`);
+    log(`  server RSS growth ${mib(f.serverRssGrowth)} (target <= 64 MiB: ${rssOk ? "met" : "MISSED"}); runtime RSS growth ${mib(f.runtimeRssGrowth)}`);
+    results.files = { ...f, uploadRatio: up, downloadRatio: down, met: up >= 0.5 && down >= 0.5 && rssOk };
+  }
+
   await warm.delete();
 } finally {
   await server.stop();

@@ -8,6 +8,8 @@ import { fileURLToPath } from "node:url";
 const CLI = fileURLToPath(new URL("../../packages/cli/dist/src/main.js", import.meta.url));
 
 export interface ServerProcess {
+  /** The server's own process (the runtime is another one). */
+  pid: number;
   url: string;
   apiKey: string;
   dataDir: string;
@@ -30,6 +32,7 @@ export async function startServerProcess(): Promise<ServerProcess> {
   });
   const { url, apiKey } = JSON.parse(line) as { url: string; apiKey: string };
   return {
+    pid: child.pid!,
     url,
     apiKey,
     dataDir,

@@ -541,6 +541,9 @@ static int cmd_watch(const char *path, const char *recursive) {
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_DFL);
   umask(022);
+  /* Bigger pipes to and from the runtime: fewer wake-ups per MiB moved (best effort). */
+  fcntl(0, F_SETPIPE_SZ, 1 << 20);
+  fcntl(1, F_SETPIPE_SZ, 1 << 20);
   if (argc < 3) {
     fprintf(stderr, "usage: agentbox-fs read|write|stat|list|mkdir|move|remove|watch PATH [ARG]\n");
     return 2;

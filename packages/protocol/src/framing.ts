@@ -33,7 +33,23 @@ export function encodeFrameHead(message: unknown, attachmentBytes: number): Buff
 
 export interface DecodedFrame {
   message: unknown;
-  attachment: Buffer | undefined;
+  /** The raw bytes after the JSON, as one buffer (joined on first use). */
+  readonly attachment: Buffer | undefined;
+  /** The same bytes as the slices they arrived in: no copy (for bulk data). */
+  readonly attachmentParts: Buffer[] | undefined;
+}
+
+function frame(message: unknown, parts: Buffer[] | undefined): DecodedFrame {
+  let joined: Buffer | undefined;
+  return {
+    message,
+    attachmentParts: parts,
+    get attachment() {
+      if (parts === undefined) return undefined;
+      joined ??= parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+      return joined;
+    },
+  };
 }
 
 export class FrameError extends Error {
@@ -68,29 +84,76 @@ export class FrameDecoder {
         throw new FrameError(`frame of ${length} bytes exceeds the maximum of ${this.maxFrameBytes}`);
       }
       if (this.buffered < 4 + length) return out;
-      const payload = this.take(4 + length).subarray(4);
-      const nl = payload.indexOf(0x0a);
+      this.skip(4);
+      const parts = this.take(length);
+      // The JSON runs to the first newline; it is small and usually within the first slice.
+      let jsonEnd = -1;
+      let at = 0;
+      let upTo = parts.length;
+      for (const [i, p] of parts.entries()) {
+        const nl = p.indexOf(0x0a);
+        if (nl >= 0) {
+          jsonEnd = at + nl;
+          upTo = i + 1;
+          break;
+        }
+        at += p.length;
+      }
+      const whole = jsonEnd < 0;
+      const headBytes = whole ? length : jsonEnd;
+      const json = upTo === 1 ? parts[0]!.subarray(0, headBytes) : Buffer.concat(parts.slice(0, upTo)).subarray(0, headBytes);
       let message: unknown;
       try {
-        message = JSON.parse(payload.toString("utf8", 0, nl < 0 ? payload.length : nl));
+        message = JSON.parse(json.toString("utf8"));
       } catch {
         throw new FrameError("frame is not valid JSON");
       }
-      out.push({ message, attachment: nl < 0 ? undefined : payload.subarray(nl + 1) });
+      out.push(frame(message, whole ? undefined : sliceParts(parts, jsonEnd + 1)));
     }
+  }
+
+  private skip(n: number): void {
+    this.take(n);
+  }
+
+  /** The next `n` bytes as slices of what arrived (no copy). */
+  private take(n: number): Buffer[] {
+    const parts: Buffer[] = [];
+    let need = n;
+    while (need > 0) {
+      const c = this.chunks[0]!;
+      if (c.length <= need) {
+        parts.push(c);
+        this.chunks.shift();
+        need -= c.length;
+      } else {
+        parts.push(c.subarray(0, need));
+        this.chunks[0] = c.subarray(need);
+        need = 0;
+      }
+    }
+    this.buffered -= n;
+    return parts;
   }
 
   private peek(n: number): Buffer {
     if (this.chunks[0]!.length >= n) return this.chunks[0]!.subarray(0, n);
-    return Buffer.concat(this.chunks).subarray(0, n);
+    return Buffer.concat(this.chunks.slice(0, n)).subarray(0, n);
   }
 
-  private take(n: number): Buffer {
-    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-    const frame = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.chunks = rest.length > 0 ? [rest] : [];
-    this.buffered = rest.length;
-    return frame;
+}
+
+/** `parts` from byte `from` on. */
+function sliceParts(parts: Buffer[], from: number): Buffer[] {
+  const out: Buffer[] = [];
+  let skip = from;
+  for (const p of parts) {
+    if (skip >= p.length) {
+      skip -= p.length;
+      continue;
+    }
+    out.push(skip > 0 ? p.subarray(skip) : p);
+    skip = 0;
   }
+  return out;
 }

@@ -26,5 +26,20 @@ test("a frame may carry raw bytes after its JSON", () => {
   const frames = new FrameDecoder().pushFrames(wire);
   assert.deepEqual(frames[0]!.message, { a: "x\ny" });
   assert.deepEqual(frames[0]!.attachment, raw);
-  assert.deepEqual(frames[1], { message: { b: 2 }, attachment: undefined });
+  assert.deepEqual(frames[1]!.message, { b: 2 });
+  assert.equal(frames[1]!.attachment, undefined);
+  assert.equal(frames[1]!.attachmentParts, undefined);
+});
+
+test("an attachment that arrives in pieces comes back as those pieces, without a copy", () => {
+  const raw = Buffer.from("0123456789abcdef");
+  const wire = encodeFrame({ n: 1 }, raw);
+  const decoder = new FrameDecoder();
+  const frames = [];
+  for (let i = 0; i < wire.length; i += 5) frames.push(...decoder.pushFrames(wire.subarray(i, i + 5)));
+  assert.equal(frames.length, 1);
+  assert.deepEqual(frames[0]!.message, { n: 1 });
+  assert.ok(frames[0]!.attachmentParts!.length > 1);
+  assert.deepEqual(Buffer.concat(frames[0]!.attachmentParts!), raw);
+  assert.deepEqual(frames[0]!.attachment, raw);
 });

@@ -8,7 +8,7 @@ export class FramedConnection {
 
   constructor(
     readonly socket: Socket,
-    onMessage: (message: unknown, attachment: Buffer | undefined) => void,
+    onMessage: (message: unknown, frame: DecodedFrame) => void,
     onClose: (reason: Error | undefined) => void,
     maxFrameBytes?: number,
   ) {
@@ -23,7 +23,7 @@ export class FramedConnection {
         onClose(err as Error);
         return;
       }
-      for (const f of frames) onMessage(f.message, f.attachment);
+      for (const f of frames) onMessage(f.message, f);
     });
     socket.on("error", () => undefined);
     socket.on("close", () => {

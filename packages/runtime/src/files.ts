@@ -140,6 +140,8 @@ interface Transfer {
   reader: PullReader | undefined;
   stderr: string[];
   exited: Promise<{ code: number | null }>;
+  /** Set once the helper has exited. */
+  ended?: boolean;
   lastUsed: number;
   /** Archive extraction: entries checked here, packed again for the sandbox's tar. */
   extract?: ArchiveExtract;
@@ -274,20 +276,20 @@ export class FileService {
   }
 
   /** Append bytes to a write; resolves when the sandbox side has taken them (backpressure). */
-  async write(handle: string, data: Buffer): Promise<void> {
+  async write(handle: string, parts: Buffer[]): Promise<void> {
     const t = this.get(handle, "write");
     if (t.extract) {
-      await t.extract.push(data);
+      for (const part of parts) await t.extract.push(part);
       return;
     }
     const stdin = t.child.stdin as Socket;
     // Our stdin end can also read (see spawner.ts), so a helper that died does not make
-    // writes fail: watch its exit instead.
-    let ended = false;
-    void t.exited.then(() => (ended = true));
-    await Promise.resolve();
-    if (ended || stdin.destroyed) throw helperError(t.stderr.join(""), "write");
-    if (!stdin.write(data)) {
+    // writes fail: watch its exit instead. Written at once, so that writes in flight
+    // together keep their order.
+    if (t.ended || stdin.destroyed) throw helperError(t.stderr.join(""), "write");
+    let flowing = true;
+    for (const part of parts) flowing = stdin.write(part);
+    if (!flowing) {
       await new Promise<void>((resolve) => {
         const done = () => {
           stdin.off("drain", done);
@@ -297,7 +299,7 @@ export class FileService {
         void t.exited.then(done);
       });
     }
-    if (ended) {
+    if (t.ended) {
       await t.exited;
       throw helperError(t.stderr.join(""), "write");
     }
@@ -374,7 +376,9 @@ export class FileService {
 
   private register(t: Omit<Transfer, "lastUsed">): string {
     const handle = `fs-${++transferCounter}`;
-    this.transfers.set(handle, { ...t, lastUsed: Date.now() });
+    const transfer: Transfer = { ...t, lastUsed: Date.now() };
+    void t.child.exited.then(() => (transfer.ended = true));
+    this.transfers.set(handle, transfer);
     return handle;
   }
 

@@ -5,6 +5,7 @@
 import { connect } from "node:net";
 import {
   AgentboxError,
+  type DecodedFrame,
   ErrorFrame,
   Hello,
   RUNTIME_MAX_RESPONSE_FRAME_BYTES,
@@ -19,7 +20,7 @@ import { FramedConnection } from "./connection.js";
 
 export class RuntimeClient {
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (v: unknown, attachment?: Buffer) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (v: unknown, frame?: DecodedFrame) => void; reject: (e: Error) => void }>();
   private closed = false;
   /** Called once when the connection to the runtime is lost. */
   onClose: (() => void) | undefined;
@@ -36,8 +37,8 @@ export class RuntimeClient {
       let client: RuntimeClient | undefined;
       const conn = new FramedConnection(
         socket,
-        (message, attachment) => {
-          if (client) return client.receive(message, attachment);
+        (message, frame) => {
+          if (client) return client.receive(message, frame);
           const refused = ErrorFrame.safeParse(message);
           if (refused.success) {
             const code = isErrorCode(refused.data.error.code) ? refused.data.error.code : "RUNTIME_UNAVAILABLE";
@@ -82,7 +83,20 @@ export class RuntimeClient {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, {
-        resolve: (result, attachment) => resolve({ result: result as RuntimeResult<M>, attachment: attachment ?? Buffer.alloc(0) }),
+        resolve: (result, frame) => resolve({ result: result as RuntimeResult<M>, attachment: frame?.attachment ?? Buffer.alloc(0) }),
+        reject,
+      });
+      this.conn.send({ type: "request", id, method, params });
+    });
+  }
+
+  /** Like requestWithAttachment, with the bytes as the slices they arrived in (no copy: for bulk data). */
+  requestWithParts<M extends RuntimeMethod>(method: M, params: RuntimeParams<M>): Promise<{ result: RuntimeResult<M>; parts: Buffer[] }> {
+    if (this.closed) return Promise.reject(new AgentboxError("RUNTIME_UNAVAILABLE", "not connected to the runtime"));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, {
+        resolve: (result, frame) => resolve({ result: result as RuntimeResult<M>, parts: frame?.attachmentParts ?? [] }),
         reject,
       });
       this.conn.send({ type: "request", id, method, params });
@@ -104,7 +118,7 @@ export class RuntimeClient {
     this.lost();
   }
 
-  private receive(message: unknown, attachment: Buffer | undefined): void {
+  private receive(message: unknown, decoded: DecodedFrame): void {
     const frame = ResponseFrame.safeParse(message);
     if (!frame.success) return;
     const waiter = this.pending.get(frame.data.id);
@@ -114,7 +128,7 @@ export class RuntimeClient {
     if (err) {
       waiter.reject(new AgentboxError(isErrorCode(err.code) ? err.code : "INTERNAL", err.message, err.details));
     } else {
-      waiter.resolve(frame.data.result, attachment);
+      waiter.resolve(frame.data.result, decoded);
     }
   }
 

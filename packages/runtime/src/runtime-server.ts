@@ -15,6 +15,7 @@ import {
   isErrorCode,
   type RuntimeMethod,
   type CreateSessionParams,
+  type DecodedFrame,
   type CreateTerminalParams,
   type ExecRequest,
   type StartProcessParams,
@@ -25,7 +26,7 @@ import type { FsOp } from "./files.js";
 
 export const RUNTIME_VERSION = "0.1.0";
 
-type Handler = (params: never, attachment: Buffer | undefined) => Promise<unknown> | unknown;
+type Handler = (params: never, frame: DecodedFrame) => Promise<unknown> | unknown;
 
 /** A handler result that travels with raw bytes (see framing.ts). */
 export class WithAttachment {
@@ -106,8 +107,8 @@ export class RuntimeServer {
         return new WithAttachment({ bytes: r.bytes, done: r.done }, r.data);
       },
       "fs.openWrite": (p: { sandboxId: string; path: string; mode: number; archive?: boolean }) => m.files(p.sandboxId).openWrite(p.path, p.mode, p.archive),
-      "fs.write": async (p: FsRef, attachment: Buffer | undefined) => {
-        await m.files(p.sandboxId).write(p.handle, attachment ?? Buffer.alloc(0));
+      "fs.write": async (p: FsRef, frame: DecodedFrame) => {
+        await m.files(p.sandboxId).write(p.handle, frame.attachmentParts ?? []);
         return { ok: true };
       },
       "fs.finishWrite": (p: FsRef) => m.files(p.sandboxId).finishWrite(p.handle),
@@ -149,7 +150,7 @@ export class RuntimeServer {
     let greeted = false;
     const conn = new FramedConnection(
       socket,
-      (message, attachment) => {
+      (message, frame) => {
         if (!greeted) {
           const hello = Hello.safeParse(message);
           if (!hello.success || hello.data.protocolVersion !== RUNTIME_PROTOCOL_VERSION) {
@@ -169,14 +170,14 @@ export class RuntimeServer {
           conn.send({ type: "hello", protocolVersion: RUNTIME_PROTOCOL_VERSION, runtimeVersion: RUNTIME_VERSION, pid: process.pid });
           return;
         }
-        void this.handle(conn, message, attachment);
+        void this.handle(conn, message, frame);
       },
       () => undefined,
       RUNTIME_MAX_REQUEST_FRAME_BYTES,
     );
   }
 
-  private async handle(conn: FramedConnection, message: unknown, attachment: Buffer | undefined): Promise<void> {
+  private async handle(conn: FramedConnection, message: unknown, decoded: DecodedFrame): Promise<void> {
     const frame = RequestFrame.safeParse(message);
     if (!frame.success) {
       const id = typeof (message as { id?: unknown })?.id === "number" ? (message as { id: number }).id : -1;
@@ -193,7 +194,7 @@ export class RuntimeServer {
       if (!parsed.success) {
         throw new AgentboxError("INVALID_REQUEST", `invalid params for ${method}: ${parsed.error.issues[0]?.message ?? ""}`);
       }
-      const result = await this.handlers[method as RuntimeMethod](parsed.data as never, attachment);
+      const result = await this.handlers[method as RuntimeMethod](parsed.data as never, decoded);
       if (result instanceof WithAttachment) conn.send({ type: "response", id, result: result.result }, result.attachment);
       else conn.send({ type: "response", id, result });
     } catch (err) {

@@ -51,7 +51,7 @@ export class FileService {
     if (size !== undefined) headers["content-length"] = size;
     res.writeHead(200, headers);
     const read = () => {
-      const r = this.runtime.requestWithAttachment("fs.read", { sandboxId, handle, maxBytes: CHUNK_BYTES, waitMs: 30_000 });
+      const r = this.runtime.requestWithParts("fs.read", { sandboxId, handle, maxBytes: CHUNK_BYTES, waitMs: 30_000 });
       r.catch(() => undefined);
       return r;
     };
@@ -59,12 +59,16 @@ export class FileService {
     let next = read();
     try {
       for (;;) {
-        const { result, attachment } = await next;
+        const { result, parts } = await next;
         if (!result.done) next = read(); // one read ahead while this chunk goes out
         // A file that grows while read is cut at the size announced.
-        const part = size !== undefined ? attachment.subarray(0, Math.max(0, size - sent)) : attachment;
-        sent += part.length;
-        if (part.length > 0 && !res.write(part)) {
+        let flowing = true;
+        for (const chunk of parts) {
+          const part = size !== undefined ? chunk.subarray(0, Math.max(0, size - sent)) : chunk;
+          sent += part.length;
+          if (part.length > 0) flowing = res.write(part);
+        }
+        if (!flowing) {
           await new Promise<void>((resolve) => {
             const done = () => {
               res.off("drain", done);
@@ -94,6 +98,8 @@ export class FileService {
     this.sandboxes.requireReady(sandboxId);
     const { handle } = await this.runtime.request("fs.openWrite", { sandboxId, path, mode, archive });
     try {
+      // Two chunks in flight: the runtime writes one into the sandbox while the next arrives.
+      const inFlight: Promise<unknown>[] = [];
       let pending: Buffer[] = [];
       let pendingBytes = 0;
       const flush = async () => {
@@ -101,7 +107,10 @@ export class FileService {
         const body = pending;
         pending = [];
         pendingBytes = 0;
-        await this.runtime.requestWithBody("fs.write", { sandboxId, handle }, body);
+        const sent = this.runtime.requestWithBody("fs.write", { sandboxId, handle }, body);
+        sent.catch(() => undefined);
+        inFlight.push(sent);
+        if (inFlight.length >= 2) await inFlight.shift();
       };
       for await (const chunk of req) {
         pending.push(chunk as Buffer);
@@ -110,6 +119,7 @@ export class FileService {
       }
       if (!req.complete) throw new AgentboxError("INVALID_REQUEST", "the upload ended before its body was complete");
       await flush();
+      for (const p of inFlight.splice(0)) await p;
       const done = await this.runtime.request("fs.finishWrite", { sandboxId, handle });
       return done.size !== undefined ? { path, size: done.size } : { path };
     } catch (err) {

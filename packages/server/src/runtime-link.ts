@@ -43,6 +43,12 @@ export class RuntimeLink {
     return client.requestWithAttachment(method, params);
   }
 
+  /** Like requestWithAttachment, the bytes as received slices (no copy). */
+  async requestWithParts<M extends RuntimeMethod>(method: M, params: RuntimeParams<M>) {
+    const client = await this.connect();
+    return client.requestWithParts(method, params);
+  }
+
   /** A request carrying raw bytes (fs.write). */
   async requestWithBody<M extends RuntimeMethod>(method: M, params: RuntimeParams<M>, body: Buffer | Buffer[]): Promise<RuntimeResult<M>> {
     const client = await this.connect();
