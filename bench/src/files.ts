@@ -4,14 +4,44 @@
  * through a pipe), with the server's and runtime's RSS sampled throughout.
  */
 import { spawn } from "node:child_process";
+import { request as httpRequest } from "node:http";
 import { createReadStream, createWriteStream, rmSync } from "node:fs";
 import { pipeline } from "node:stream/promises";
 import type { Sandbox } from "@agentbox/sdk";
 import { rss } from "./memory.js";
 
+/** A Node HTTP server in a child process that stores a PUT body in `file` and serves it back on GET. */
+async function bareHttpServer(file: string): Promise<{ upload(src: string): Promise<void>; download(dst: string): Promise<void>; close(): void }> {
+  const code = `
+    const http = require("node:http"); const fs = require("node:fs"); const { pipeline } = require("node:stream/promises");
+    const srv = http.createServer(async (req, res) => {
+      if (req.method === "PUT") { await pipeline(req, fs.createWriteStream(${JSON.stringify(file)})); res.end("{}"); }
+      else { res.writeHead(200, { "content-length": fs.statSync(${JSON.stringify(file)}).size }); await pipeline(fs.createReadStream(${JSON.stringify(file)}, { highWaterMark: 1 << 20 }), res); }
+    }).listen(0, "127.0.0.1", () => console.log(srv.address().port));`;
+  const child = spawn(process.execPath, ["-e", code], { stdio: ["ignore", "pipe", "inherit"] });
+  const port = await new Promise<number>((resolve) => child.stdout!.once("data", (d: Buffer) => resolve(Number(d.toString().trim()))));
+  const base = `http://127.0.0.1:${port}/f`;
+  return {
+    upload: (src) =>
+      new Promise((resolve, reject) => {
+        const req = httpRequest(base, { method: "PUT" }, (res) => res.resume().on("end", () => resolve()));
+        req.on("error", reject);
+        createReadStream(src, { highWaterMark: 1 << 20 }).pipe(req);
+      }),
+    download: (dst) =>
+      new Promise((resolve, reject) => {
+        httpRequest(base, (res) => void pipeline(res, createWriteStream(dst)).then(resolve, reject)).on("error", reject).end();
+      }),
+    close: () => child.kill(),
+  };
+}
+
 export interface FilesResult {
   bytes: number;
   catMs: number;
+  /** A bare Node HTTP server on loopback, file to file, no sandbox: the floor of any Node HTTP file API here. */
+  nodeHttpUpMs: number;
+  nodeHttpDownMs: number;
   uploadMs: number;
   downloadMs: number;
   serverRssGrowth: number;
@@ -25,7 +55,7 @@ function sh(command: string): Promise<void> {
   });
 }
 
-export async function filesThroughput(sb: Sandbox, mib: number, serverPid: number, runtimePid: number, dir: string): Promise<FilesResult> {
+export async function filesThroughput(sb: Sandbox, mib: number, serverPid: number, runtimePid: number, dir: string, rounds = 3): Promise<FilesResult> {
   const src = `${dir}/bench-src.bin`;
   const dst = `${dir}/bench-dst.bin`;
   const back = `${dir}/bench-back.bin`;
@@ -33,10 +63,64 @@ export async function filesThroughput(sb: Sandbox, mib: number, serverPid: numbe
   const bytes = mib * 1024 * 1024;
   // Warm the page cache for both sides alike.
   await sh(`cat ${src} > /dev/null`);
-  let t = performance.now();
-  await sh(`cat ${src} | cat > ${dst}`);
-  const catMs = performance.now() - t;
+  const serverBefore = rss(serverPid);
+  const runtimeBefore = rss(runtimePid);
+  let serverMax = serverBefore;
+  let runtimeMax = runtimeBefore;
+  const sampler = setInterval(() => {
+    serverMax = Math.max(serverMax, rss(serverPid));
+    runtimeMax = Math.max(runtimeMax, rss(runtimePid));
+  }, 20);
+  // Rounds of baseline, upload and download interleaved, so the disk's moods hit all three.
+  const cat: number[] = [];
+  const up: number[] = [];
+  const down: number[] = [];
+  const httpUp: number[] = [];
+  const httpDown: number[] = [];
+  const bare = await bareHttpServer(dst);
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  try {
+    for (let round = 0; round < rounds; round++) {
+      let t = performance.now();
+      await sh(`cat ${src} | cat > ${dst}`);
+      cat.push(performance.now() - t);
+      rmSync(dst, { force: true });
+      t = performance.now();
+      await sb.files.write("/workspace/bench.bin", createReadStream(src, { highWaterMark: 1 << 20 }));
+      up.push(performance.now() - t);
+      t = performance.now();
+      await pipeline(await sb.files.read("/workspace/bench.bin", { format: "stream" }), createWriteStream(back));
+      down.push(performance.now() - t);
+      rmSync(back, { force: true });
+      t = performance.now();
+      await bare.upload(src);
+      httpUp.push(performance.now() - t);
+      t = performance.now();
+      await bare.download(back);
+      httpDown.push(performance.now() - t);
+      rmSync(back, { force: true });
+    }
+    return {
+      bytes,
+      catMs: median(cat),
+      nodeHttpUpMs: median(httpUp),
+      nodeHttpDownMs: median(httpDown),
+      uploadMs: median(up),
+      downloadMs: median(down),
+      serverRssGrowth: serverMax - serverBefore,
+      runtimeRssGrowth: runtimeMax - runtimeBefore,
+    };
+  } finally {
+    bare.close();
+    clearInterval(sampler);
+    for (const f of [src, dst, back]) rmSync(f, { force: true });
+    await sb.files.remove("/workspace/bench.bin").catch(() => undefined);
+  }
+}
 
+/** A 1 GiB download (a sparse file: the sandbox's disk holds 1 GiB) with both processes' RSS sampled. */
+export async function bigDownload(sb: Sandbox, serverPid: number, runtimePid: number): Promise<{ bytes: number; ms: number; serverRssGrowth: number; runtimeRssGrowth: number }> {
+  await sb.exec("truncate -s 1G /workspace/sparse-1g.bin");
   const serverBefore = rss(serverPid);
   const runtimeBefore = rss(runtimePid);
   let serverMax = serverBefore;
@@ -46,16 +130,12 @@ export async function filesThroughput(sb: Sandbox, mib: number, serverPid: numbe
     runtimeMax = Math.max(runtimeMax, rss(runtimePid));
   }, 20);
   try {
-    t = performance.now();
-    await sb.files.write("/workspace/bench.bin", createReadStream(src));
-    const uploadMs = performance.now() - t;
-    t = performance.now();
-    await pipeline(await sb.files.read("/workspace/bench.bin", { format: "stream" }), createWriteStream(back));
-    const downloadMs = performance.now() - t;
-    return { bytes, catMs, uploadMs, downloadMs, serverRssGrowth: serverMax - serverBefore, runtimeRssGrowth: runtimeMax - runtimeBefore };
+    const t = performance.now();
+    let bytes = 0;
+    for await (const chunk of await sb.files.read("/workspace/sparse-1g.bin", { format: "stream" })) bytes += (chunk as Buffer).length;
+    return { bytes, ms: performance.now() - t, serverRssGrowth: serverMax - serverBefore, runtimeRssGrowth: runtimeMax - runtimeBefore };
   } finally {
     clearInterval(sampler);
-    for (const f of [src, dst, back]) rmSync(f, { force: true });
-    await sb.files.remove("/workspace/bench.bin").catch(() => undefined);
+    await sb.files.remove("/workspace/sparse-1g.bin").catch(() => undefined);
   }
 }

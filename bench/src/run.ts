@@ -16,7 +16,7 @@ import { rawBwrap, rawSpawn } from "./baselines.js";
 import { descendants, findRuntimePid, pss, rss, sandboxCgroupMemory } from "./memory.js";
 import { startServerProcess } from "./server-process.js";
 import { agentboxKeystrokes, rawPtyKeystrokes } from "./terminals.js";
-import { filesThroughput } from "./files.js";
+import { bigDownload, filesThroughput } from "./files.js";
 import { concurrentStreams, firstChunkLatency, rawPipeThroughput, sdkThroughput } from "./streams.js";
 import { fmt, interleave, mib, summarize, type Summary } from "./stats.js";
 
@@ -188,8 +188,11 @@ try {
     log(`  upload    ${rate(f.uploadMs).toFixed(0)} MB/s  ratio ${up.toFixed(2)}x  (target >= 0.5x: ${up >= 0.5 ? "met" : "MISSED"})`);
     log(`  download  ${rate(f.downloadMs).toFixed(0)} MB/s  ratio ${down.toFixed(2)}x  (target >= 0.5x: ${down >= 0.5 ? "met" : "MISSED"})`);
     log(`  cat|cat   ${rate(f.catMs).toFixed(0)} MB/s  (disk to disk through a pipe, same machine)`);
+    log(`  bare Node HTTP server, file to file: up ${rate(f.nodeHttpUpMs).toFixed(0)} MB/s, down ${rate(f.nodeHttpDownMs).toFixed(0)} MB/s (agentbox: ${(f.nodeHttpUpMs / f.uploadMs).toFixed(2)}x and ${(f.nodeHttpDownMs / f.downloadMs).toFixed(2)}x of it)`);
     log(`  server RSS growth ${mib(f.serverRssGrowth)} (target <= 64 MiB: ${rssOk ? "met" : "MISSED"}); runtime RSS growth ${mib(f.runtimeRssGrowth)}`);
-    results.files = { ...f, uploadRatio: up, downloadRatio: down, met: up >= 0.5 && down >= 0.5 && rssOk };
+    const big = await bigDownload(warm, server.pid, runtimePid);
+    log(`  1 GiB download: ${(big.bytes / 2 ** 30).toFixed(2)} GiB in ${(big.ms / 1000).toFixed(1)} s; server RSS growth ${mib(big.serverRssGrowth)}, runtime RSS growth ${mib(big.runtimeRssGrowth)}`);
+    results.files = { ...f, uploadRatio: up, downloadRatio: down, bigDownload: big, met: up >= 0.5 && down >= 0.5 && rssOk };
   }
 
   await warm.delete();
