@@ -286,7 +286,10 @@ export class FileService {
     // Our stdin end can also read (see spawner.ts), so a helper that died does not make
     // writes fail: watch its exit instead. Written at once, so that writes in flight
     // together keep their order.
-    if (t.ended || stdin.destroyed) throw helperError(t.stderr.join(""), "write");
+    if (t.ended || stdin.destroyed) {
+      await t.exited; // its error message is complete once it has exited
+      throw helperError(t.stderr.join(""), "write");
+    }
     let flowing = true;
     for (const part of parts) flowing = stdin.write(part);
     if (!flowing) {

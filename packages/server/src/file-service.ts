@@ -68,7 +68,7 @@ export class FileService {
           sent += part.length;
           if (part.length > 0) flowing = res.write(part);
         }
-        if (!flowing) {
+        if (!flowing && !gone && !res.destroyed) {
           await new Promise<void>((resolve) => {
             const done = () => {
               res.off("drain", done);
@@ -124,6 +124,8 @@ export class FileService {
       return done.size !== undefined ? { path, size: done.size } : { path };
     } catch (err) {
       await this.runtime.request("fs.abort", { sandboxId, handle }).catch(() => undefined);
+      // The client went away mid-body: nobody to answer, and nothing went wrong here.
+      if (!(err instanceof AgentboxError) && !req.complete) throw new AgentboxError("INVALID_REQUEST", "the upload was cut off before its body was complete");
       throw err;
     }
   }

@@ -140,6 +140,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       const e = err instanceof AgentboxError ? err : new AgentboxError("INTERNAL", (err as Error).message ?? String(err));
       if (e.code === "INTERNAL") log(`internal error on ${method} ${req.url}: ${(err as Error).stack ?? String(err)}`);
       status = ERROR_CODES[e.code];
+      // A body we stopped reading (a refused upload) leaves the connection unusable: say so.
+      if (!req.complete && !res.headersSent) res.setHeader("connection", "close");
       if (!res.headersSent) send(res, status, e.toBody());
       else res.destroy();
       // Drain what is left of a body we refused so the connection can be reused or closed cleanly.

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { after, before, describe, test } from "node:test";
 import tar from "tar-stream";
 import WebSocket from "ws";
@@ -96,6 +97,44 @@ describe("files: transfers", () => {
     await put("lt/link.txt", "via link");
     const r = await h.exec(sb, { command: "cat /workspace/lt/real.txt; echo; readlink /workspace/lt/link.txt" });
     assert.equal(r.stdout, "via link\n/workspace/lt/real.txt\n");
+  });
+});
+
+describe("files: a client that leaves mid-transfer", () => {
+  test("an upload cut off halfway leaves no file, no temporary file, and the server serving", async () => {
+    const url = new URL(`${base}/files?path=cut/half.bin`);
+    await new Promise<void>((resolve) => {
+      const req = httpRequest(url, { method: "PUT", headers: { ...auth, "content-length": String(64 * 1024 * 1024) } });
+      req.on("error", () => resolve());
+      req.write(randomBytes(6 * 1024 * 1024), () => setTimeout(() => {
+        req.destroy();
+        resolve();
+      }, 200));
+    });
+    let left = "";
+    for (let i = 0; i < 50; i++) {
+      left = (await h.exec(sb, { command: "ls -A /workspace/cut 2>/dev/null; pgrep -c -f 'agentbox-f[s] write' || true" })).stdout;
+      if (left === "0\n") break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(left, "0\n", "no file, no temporary file, no helper left");
+    assert.equal((await put("cut/after.txt", "fine")).status, 200);
+  });
+
+  test("a download abandoned halfway frees its transfer", async () => {
+    await h.exec(sb, { command: "truncate -s 300M /workspace/sparse.bin" });
+    const res = await fetch(`${base}/files?path=sparse.bin`, { headers: auth });
+    const reader = res.body!.getReader();
+    await reader.read();
+    await reader.cancel();
+    let left = "";
+    for (let i = 0; i < 50; i++) {
+      left = (await h.exec(sb, { command: "pgrep -c -f 'agentbox-f[s] read' || true" })).stdout;
+      if (left === "0\n") break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(left, "0\n");
+    await h.exec(sb, { command: "rm /workspace/sparse.bin" });
   });
 });
 
