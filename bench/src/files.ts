@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process";
 import { request as httpRequest } from "node:http";
 import { createReadStream, createWriteStream, rmSync } from "node:fs";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Sandbox } from "@agentbox/sdk";
 import { rss } from "./memory.js";
@@ -115,6 +116,31 @@ export async function filesThroughput(sb: Sandbox, mib: number, serverPid: numbe
     clearInterval(sampler);
     for (const f of [src, dst, back]) rmSync(f, { force: true });
     await sb.files.remove("/workspace/bench.bin").catch(() => undefined);
+  }
+}
+
+/** A 900 MiB upload (what fits the default 1 GiB disk) with both processes' RSS sampled. */
+export async function bigUpload(sb: Sandbox, serverPid: number, runtimePid: number): Promise<{ bytes: number; ms: number; serverRssGrowth: number; runtimeRssGrowth: number }> {
+  const serverBefore = rss(serverPid);
+  const runtimeBefore = rss(runtimePid);
+  let serverMax = serverBefore;
+  let runtimeMax = runtimeBefore;
+  const sampler = setInterval(() => {
+    serverMax = Math.max(serverMax, rss(serverPid));
+    runtimeMax = Math.max(runtimeMax, rss(runtimePid));
+  }, 20);
+  const total = 900 * 2 ** 20;
+  const chunk = Buffer.alloc(2 ** 20, 0x61);
+  async function* zeros() {
+    for (let sent = 0; sent < total; sent += chunk.length) yield chunk;
+  }
+  try {
+    const t = performance.now();
+    const r = await sb.files.write("/workspace/big-upload.bin", Readable.from(zeros()));
+    return { bytes: r.size, ms: performance.now() - t, serverRssGrowth: serverMax - serverBefore, runtimeRssGrowth: runtimeMax - runtimeBefore };
+  } finally {
+    clearInterval(sampler);
+    await sb.files.remove("/workspace/big-upload.bin").catch(() => undefined);
   }
 }
 

@@ -16,7 +16,7 @@ import { rawBwrap, rawSpawn } from "./baselines.js";
 import { descendants, findRuntimePid, pss, rss, sandboxCgroupMemory } from "./memory.js";
 import { startServerProcess } from "./server-process.js";
 import { agentboxKeystrokes, rawPtyKeystrokes } from "./terminals.js";
-import { bigDownload, filesThroughput } from "./files.js";
+import { bigDownload, bigUpload, filesThroughput } from "./files.js";
 import { concurrentStreams, firstChunkLatency, rawPipeThroughput, sdkThroughput } from "./streams.js";
 import { fmt, interleave, mib, summarize, type Summary } from "./stats.js";
 
@@ -192,7 +192,9 @@ try {
     log(`  server RSS growth ${mib(f.serverRssGrowth)} (target <= 64 MiB: ${rssOk ? "met" : "MISSED"}); runtime RSS growth ${mib(f.runtimeRssGrowth)}`);
     const big = await bigDownload(warm, server.pid, runtimePid);
     log(`  1 GiB download: ${(big.bytes / 2 ** 30).toFixed(2)} GiB in ${(big.ms / 1000).toFixed(1)} s; server RSS growth ${mib(big.serverRssGrowth)}, runtime RSS growth ${mib(big.runtimeRssGrowth)}`);
-    results.files = { ...f, uploadRatio: up, downloadRatio: down, bigDownload: big, met: up >= 0.5 && down >= 0.5 && rssOk };
+    const bigUp = await bigUpload(warm, server.pid, runtimePid);
+    log(`  900 MiB upload: ${(bigUp.bytes / 2 ** 20).toFixed(0)} MiB in ${(bigUp.ms / 1000).toFixed(1)} s; server RSS growth ${mib(bigUp.serverRssGrowth)}, runtime RSS growth ${mib(bigUp.runtimeRssGrowth)}`);
+    results.files = { ...f, uploadRatio: up, downloadRatio: down, bigDownload: big, bigUpload: bigUp, met: up >= 0.5 && down >= 0.5 && rssOk };
   }
 
   await warm.delete();
