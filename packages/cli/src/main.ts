@@ -58,4 +58,10 @@ Examples:
   return program;
 }
 
+// A reader that goes away (`agentbox ls … | head`) ends our output; that is not an error.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(0);
+  throw error;
+});
+
 await buildProgram().parseAsync(process.argv);

@@ -58,7 +58,7 @@ export function cpCommand(): Command {
     .description("Copy files or directories between this machine and a sandbox (SANDBOX:PATH names the sandbox side)")
     .argument("<source>", "local path, SANDBOX:PATH, or - (stdin, to a file)")
     .argument("<destination>", "local path, SANDBOX:PATH, or - (stdout, from a file)")
-    .option("--mode <octal>", "permission bits of a file written in the sandbox (default 644)")
+    .option("--mode <octal>", "permission bits of a file written in the sandbox (default: the local file's own; 644 from stdin)")
     .option("--no-progress", "no progress bar (it is shown only on a terminal anyway)")
     .addHelpText(
       "after",
