@@ -11,6 +11,20 @@ import { pipeline } from "node:stream/promises";
 import type { Sandbox } from "@agentbox/sdk";
 import { rss } from "./memory.js";
 
+/** The server's and runtime's RSS sampled every 20 ms: growth = peak - at start. */
+function sampleRss(serverPid: number, runtimePid: number): { growth(): { serverRssGrowth: number; runtimeRssGrowth: number }; stop(): void } {
+  const before = [rss(serverPid), rss(runtimePid)] as const;
+  const peak = [before[0], before[1]];
+  const timer = setInterval(() => {
+    peak[0] = Math.max(peak[0]!, rss(serverPid));
+    peak[1] = Math.max(peak[1]!, rss(runtimePid));
+  }, 20);
+  return {
+    growth: () => ({ serverRssGrowth: peak[0]! - before[0], runtimeRssGrowth: peak[1]! - before[1] }),
+    stop: () => clearInterval(timer),
+  };
+}
+
 /** A Node HTTP server in a child process that stores a PUT body in `file` and serves it back on GET. */
 async function bareHttpServer(file: string): Promise<{ upload(src: string): Promise<void>; download(dst: string): Promise<void>; close(): void }> {
   const code = `
@@ -64,14 +78,7 @@ export async function filesThroughput(sb: Sandbox, mib: number, serverPid: numbe
   const bytes = mib * 1024 * 1024;
   // Warm the page cache for both sides alike.
   await sh(`cat ${src} > /dev/null`);
-  const serverBefore = rss(serverPid);
-  const runtimeBefore = rss(runtimePid);
-  let serverMax = serverBefore;
-  let runtimeMax = runtimeBefore;
-  const sampler = setInterval(() => {
-    serverMax = Math.max(serverMax, rss(serverPid));
-    runtimeMax = Math.max(runtimeMax, rss(runtimePid));
-  }, 20);
+  const sampler = sampleRss(serverPid, runtimePid);
   // Rounds of baseline, upload and download interleaved, so the disk's moods hit all three.
   const cat: number[] = [];
   const up: number[] = [];
@@ -108,12 +115,11 @@ export async function filesThroughput(sb: Sandbox, mib: number, serverPid: numbe
       nodeHttpDownMs: median(httpDown),
       uploadMs: median(up),
       downloadMs: median(down),
-      serverRssGrowth: serverMax - serverBefore,
-      runtimeRssGrowth: runtimeMax - runtimeBefore,
+      ...sampler.growth(),
     };
   } finally {
     bare.close();
-    clearInterval(sampler);
+    sampler.stop();
     for (const f of [src, dst, back]) rmSync(f, { force: true });
     await sb.files.remove("/workspace/bench.bin").catch(() => undefined);
   }
@@ -121,14 +127,7 @@ export async function filesThroughput(sb: Sandbox, mib: number, serverPid: numbe
 
 /** A 900 MiB upload (what fits the default 1 GiB disk) with both processes' RSS sampled. */
 export async function bigUpload(sb: Sandbox, serverPid: number, runtimePid: number): Promise<{ bytes: number; ms: number; serverRssGrowth: number; runtimeRssGrowth: number }> {
-  const serverBefore = rss(serverPid);
-  const runtimeBefore = rss(runtimePid);
-  let serverMax = serverBefore;
-  let runtimeMax = runtimeBefore;
-  const sampler = setInterval(() => {
-    serverMax = Math.max(serverMax, rss(serverPid));
-    runtimeMax = Math.max(runtimeMax, rss(runtimePid));
-  }, 20);
+  const sampler = sampleRss(serverPid, runtimePid);
   const total = 900 * 2 ** 20;
   const chunk = Buffer.alloc(2 ** 20, 0x61);
   async function* zeros() {
@@ -137,9 +136,9 @@ export async function bigUpload(sb: Sandbox, serverPid: number, runtimePid: numb
   try {
     const t = performance.now();
     const r = await sb.files.write("/workspace/big-upload.bin", Readable.from(zeros()));
-    return { bytes: r.size, ms: performance.now() - t, serverRssGrowth: serverMax - serverBefore, runtimeRssGrowth: runtimeMax - runtimeBefore };
+    return { bytes: r.size, ms: performance.now() - t, ...sampler.growth() };
   } finally {
-    clearInterval(sampler);
+    sampler.stop();
     await sb.files.remove("/workspace/big-upload.bin").catch(() => undefined);
   }
 }
@@ -147,21 +146,14 @@ export async function bigUpload(sb: Sandbox, serverPid: number, runtimePid: numb
 /** A 1 GiB download (a sparse file: the sandbox's disk holds 1 GiB) with both processes' RSS sampled. */
 export async function bigDownload(sb: Sandbox, serverPid: number, runtimePid: number): Promise<{ bytes: number; ms: number; serverRssGrowth: number; runtimeRssGrowth: number }> {
   await sb.exec("truncate -s 1G /workspace/sparse-1g.bin");
-  const serverBefore = rss(serverPid);
-  const runtimeBefore = rss(runtimePid);
-  let serverMax = serverBefore;
-  let runtimeMax = runtimeBefore;
-  const sampler = setInterval(() => {
-    serverMax = Math.max(serverMax, rss(serverPid));
-    runtimeMax = Math.max(runtimeMax, rss(runtimePid));
-  }, 20);
+  const sampler = sampleRss(serverPid, runtimePid);
   try {
     const t = performance.now();
     let bytes = 0;
     for await (const chunk of await sb.files.read("/workspace/sparse-1g.bin", { format: "stream" })) bytes += (chunk as Buffer).length;
-    return { bytes, ms: performance.now() - t, serverRssGrowth: serverMax - serverBefore, runtimeRssGrowth: runtimeMax - runtimeBefore };
+    return { bytes, ms: performance.now() - t, ...sampler.growth() };
   } finally {
-    clearInterval(sampler);
+    sampler.stop();
     await sb.files.remove("/workspace/sparse-1g.bin").catch(() => undefined);
   }
 }

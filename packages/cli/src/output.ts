@@ -20,6 +20,14 @@ export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
+/** Write and wait until the stream took it (a slow reader slows us, not memory). */
+export function writeAndWait(stream: NodeJS.WriteStream, text: string): Promise<void> {
+  if (text === "") return Promise.resolve();
+  return new Promise((resolve) => {
+    stream.write(text, () => resolve());
+  });
+}
+
 export function printLine(text = ""): void {
   process.stdout.write(`${text}\n`);
 }

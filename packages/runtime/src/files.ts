@@ -358,14 +358,12 @@ export class FileService {
   /** Events since the last call (waiting up to `waitMs` for one). */
   async watchEvents(handle: string, waitMs: number): Promise<{ events: unknown[]; done: boolean }> {
     const t = this.get(handle, "watch");
-    const events: unknown[] = [];
-    let partial = "";
     const r = await t.reader!.read(1024 * 1024, waitMs);
-    const text = Buffer.concat(r.data).toString("utf8");
-    const lines = text.split("\n");
-    partial = lines.pop() ?? "";
+    const lines = Buffer.concat(r.data).toString("utf8").split("\n");
+    // An event cut at the end of this read waits for the rest of its line.
+    const partial = lines.pop() ?? "";
     if (partial) t.reader!.unshift(Buffer.from(partial, "utf8"));
-    for (const l of lines) if (l) events.push(JSON.parse(l));
+    const events = lines.filter((l) => l !== "").map((l) => JSON.parse(l) as unknown);
     if (r.done) this.transfers.delete(handle);
     return { events, done: r.done };
   }

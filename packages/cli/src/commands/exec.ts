@@ -3,7 +3,7 @@ import { constants } from "node:os";
 import { Command } from "commander";
 import type { ExecOptions, ExecResult } from "@agentbox/sdk";
 import { action, collectKeyValue, parsePositiveInt } from "../context.js";
-import { CliError, printJson } from "../output.js";
+import { CliError, printJson, writeAndWait } from "../output.js";
 
 /** The exit code a shell would report: the code, 128+N for signal N, 124 for a timeout (as timeout(1)). */
 export function exitCodeOf(result: Pick<ExecResult, "exitCode" | "signal" | "reason">): number {
@@ -27,13 +27,6 @@ async function readStdin(): Promise<Uint8Array> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
-}
-
-function write(stream: NodeJS.WriteStream, text: string): Promise<void> {
-  if (text === "") return Promise.resolve();
-  return new Promise((resolve) => {
-    stream.write(text, () => resolve());
-  });
 }
 
 export function execCommand(): Command {
@@ -79,8 +72,8 @@ Examples:
         if (ctx.json) {
           printJson(result);
         } else {
-          await write(process.stdout, result.stdout);
-          await write(process.stderr, result.stderr);
+          await writeAndWait(process.stdout, result.stdout);
+          await writeAndWait(process.stderr, result.stderr);
         }
         process.exitCode = exitCodeOf(result);
       }),

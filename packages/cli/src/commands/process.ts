@@ -17,7 +17,7 @@ import {
   type Truncation,
 } from "@agentbox/sdk";
 import { action } from "../context.js";
-import { CliError, printJson, printLine, printTable } from "../output.js";
+import { CliError, printJson, printLine, printTable, writeAndWait } from "../output.js";
 import { exitCodeOf } from "./exec.js";
 
 /** `TERM`, `sigterm`, `SIGTERM` and `15` are all SIGTERM; only the signals the server accepts pass. */
@@ -51,17 +51,9 @@ export function formatExit(info: Pick<ProcessInfo, "status" | "exitCode" | "sign
   return info.reason !== undefined ? `${base} (${info.reason})` : base;
 }
 
-/** Write and wait until the stream took it (a slow reader slows the follower, not memory). */
-function write(stream: NodeJS.WriteStream, text: string): Promise<void> {
-  if (text === "") return Promise.resolve();
-  return new Promise((resolve) => {
-    stream.write(text, () => resolve());
-  });
-}
-
 /** One JSON line (the `--json` form of `run` and `logs`). */
 export function writeJsonLine(value: unknown): Promise<void> {
-  return write(process.stdout, `${JSON.stringify(value)}\n`);
+  return writeAndWait(process.stdout, `${JSON.stringify(value)}\n`);
 }
 
 function warnTruncated(stream: ProcessStream, gap: Truncation): void {
@@ -78,7 +70,7 @@ async function printChunk(stream: ProcessStream, data: string, offset: number, g
     return;
   }
   if (gap !== undefined) warnTruncated(stream, gap);
-  await write(stream === "stdout" ? process.stdout : process.stderr, data);
+  await writeAndWait(stream === "stdout" ? process.stdout : process.stderr, data);
 }
 
 export function exitLine(result: Pick<ProcessResult, "exitCode" | "signal" | "reason">): Record<string, unknown> {

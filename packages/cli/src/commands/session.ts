@@ -2,13 +2,8 @@
 import { Command } from "commander";
 import type { SessionInfo } from "@agentbox/sdk";
 import { action, collectKeyValue, parsePositiveInt } from "../context.js";
-import { CliError, printJson, printLine, printTable } from "../output.js";
+import { CliError, printJson, printLine, printTable, writeAndWait } from "../output.js";
 import { exitCodeOf } from "./exec.js";
-
-function write(stream: NodeJS.WriteStream, text: string): Promise<void> {
-  if (text === "") return Promise.resolve();
-  return new Promise((resolve) => stream.write(text, () => resolve()));
-}
 
 export function sessionCommand(): Command {
   const session = new Command("session")
@@ -82,8 +77,8 @@ Examples:
         const result = await s.exec(args.length === 1 ? args[0]! : args, opts.timeout !== undefined ? { timeoutMs: opts.timeout } : {});
         if (ctx.json) printJson(result);
         else {
-          await write(process.stdout, result.stdout);
-          await write(process.stderr, result.stderr);
+          await writeAndWait(process.stdout, result.stdout);
+          await writeAndWait(process.stderr, result.stderr);
         }
         process.exitCode = exitCodeOf(result);
       }),

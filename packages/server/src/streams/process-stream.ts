@@ -14,6 +14,7 @@ import {
   type StreamServerMessage,
 } from "@agentbox/protocol";
 import type { ProcessService } from "../process-service.js";
+import { parseClientMessage } from "./client-message.js";
 
 const READ_BYTES = 4 * 1024 * 1024;
 const HIGH_WATER = 2 * 1024 * 1024;
@@ -100,19 +101,14 @@ export async function serveProcessStream(ws: WebSocket, processes: ProcessServic
 }
 
 async function onClientMessage(ws: WebSocket, processes: ProcessService, t: StreamTarget, raw: unknown, isBinary: boolean): Promise<void> {
-  let message: StreamClientMessage;
-  try {
-    if (isBinary) throw new Error("binary frames are not accepted; send JSON text");
-    const parsed = StreamClientMessage.safeParse(JSON.parse(String(raw)));
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new Error(`${issue?.path.join(".") || "message"}: ${issue?.message ?? "invalid"}`);
-    }
-    message = parsed.data;
-  } catch (err) {
-    send(ws, { type: "error", code: "INVALID_REQUEST", message: (err as Error).message });
+  const parsed = isBinary
+    ? ({ ok: false, error: "binary frames are not accepted; send JSON text" } as const)
+    : parseClientMessage(StreamClientMessage, String(raw));
+  if (!parsed.ok) {
+    send(ws, { type: "error", code: "INVALID_REQUEST", message: parsed.error });
     return;
   }
+  const message = parsed.message;
   try {
     if (message.type === "input") await processes.input(t.sandboxId, t.processId, { data: message.data });
     else if (message.type === "input_base64") await processes.input(t.sandboxId, t.processId, { dataBase64: message.data });

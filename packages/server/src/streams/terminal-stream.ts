@@ -10,6 +10,7 @@ import type { WebSocket } from "ws";
 import { AgentboxError, TerminalClientMessage, WS_CLOSE, type TerminalServerMessage } from "@agentbox/protocol";
 import type { TerminalService } from "../terminal-service.js";
 import { closeCodeFor } from "./process-stream.js";
+import { parseClientMessage } from "./client-message.js";
 
 const READ_BYTES = 1024 * 1024;
 const HIGH_WATER = 1024 * 1024;
@@ -33,19 +34,12 @@ export async function serveTerminalStream(ws: WebSocket, terminals: TerminalServ
       terminals.input(sandboxId, terminalId, raw).catch((err) => fail(ws, err));
       return;
     }
-    let message: TerminalClientMessage;
-    try {
-      const parsed = TerminalClientMessage.safeParse(JSON.parse(raw.toString("utf8")));
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        throw new Error(`${issue?.path.join(".") || "message"}: ${issue?.message ?? "invalid"}`);
-      }
-      message = parsed.data;
-    } catch (err) {
-      send(ws, { type: "error", code: "INVALID_REQUEST", message: (err as Error).message });
+    const parsed = parseClientMessage(TerminalClientMessage, raw.toString("utf8"));
+    if (!parsed.ok) {
+      send(ws, { type: "error", code: "INVALID_REQUEST", message: parsed.error });
       return;
     }
-    terminals.resize(sandboxId, terminalId, message.cols, message.rows).catch((err) => fail(ws, err));
+    terminals.resize(sandboxId, terminalId, parsed.message.cols, parsed.message.rows).catch((err) => fail(ws, err));
   });
 
   try {
