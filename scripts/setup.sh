@@ -11,9 +11,11 @@ if [ "$node_major" -lt 20 ]; then
   say "Node.js 20 or newer is required (found $(node --version))"; exit 1
 fi
 
-# System packages: bubblewrap (sandboxes), util-linux (mount, nsenter), e2fsprogs (sandbox disks), a C compiler (the enter
-# helper), and make, g++ and python3 (native npm modules: better-sqlite3, node-pty).
-# With --test, also chromium (the browser terminal test drives it headless).
+# System packages: bubblewrap (sandboxes), util-linux (mount, nsenter), e2fsprogs (sandbox disks and volumes), attr
+# (setfattr: overlay whiteouts of imported image layers), a C compiler (the enter helper), and make, g++ and python3
+# (native npm modules: better-sqlite3, node-pty).
+# With --test, also chromium (the browser terminal test drives it headless), and umoci, skopeo and busybox-static
+# (tests build OCI images with real tools).
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v mount >/dev/null 2>&1 || missing+=(mount)
@@ -22,8 +24,12 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v setfattr >/dev/null 2>&1 || missing+=(attr)
 if [ "${1:-}" = "--test" ]; then
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v umoci >/dev/null 2>&1 || missing+=(umoci)
+  command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+  [ -x /bin/busybox ] || missing+=(busybox-static)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

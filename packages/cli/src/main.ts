@@ -10,6 +10,9 @@ import { serveCommand } from "./commands/serve.js";
 import { sessionCommand } from "./commands/session.js";
 import { cpCommand, lsCommand } from "./commands/files.js";
 import { shellCommand, terminalCommand } from "./commands/terminal.js";
+import { templateCommand } from "./commands/template.js";
+import { volumeCommand } from "./commands/volume.js";
+import { poolCommand } from "./commands/pool.js";
 
 function buildProgram(): Command {
   const program = new Command("agentbox")
@@ -41,6 +44,8 @@ Examples:
   $ agentbox session exec $SB $S -- 'cd /tmp && export X=1'
   $ agentbox session exec $SB $S -- 'echo $PWD $X'  # /tmp 1
   $ agentbox sandbox rm $SB
+  $ agentbox template import app ./app-oci.tar            # an OCI image as a template
+  $ agentbox pool create warm --template app --replicas 3 && agentbox sandbox create --pool warm
   $ agentbox --url https://agentbox.example.com --api-key "$KEY" sandbox list`,
     );
   program.addCommand(serveCommand());
@@ -55,6 +60,9 @@ Examples:
   program.addCommand(sessionCommand());
   program.addCommand(cpCommand());
   program.addCommand(lsCommand());
+  program.addCommand(templateCommand());
+  program.addCommand(volumeCommand());
+  program.addCommand(poolCommand());
   return program;
 }
 

@@ -115,16 +115,25 @@ static void forward(int sig) {
 }
 
 static void mount_overlay(const char *overlay, int root_fd) {
-  /* LOWER:UPPER:WORK:TARGET; paths are made by the runtime and hold no colon. */
+  /* LOWER[:LOWER...]:UPPER:WORK:TARGET (lower dirs top first); paths are made by the runtime and
+   * hold no colon, so the last three fields are found from the end. */
   char *spec = strdup(overlay);
-  char *lower = strtok(spec, ":"), *upper = strtok(NULL, ":"), *work = strtok(NULL, ":"), *dest = strtok(NULL, ":");
-  if (!lower || !upper || !work || !dest || root_fd < 3) {
+  char *dest = strrchr(spec, ':');
+  if (dest) *dest++ = 0;
+  char *work = dest ? strrchr(spec, ':') : NULL;
+  if (work) *work++ = 0;
+  char *upper = work ? strrchr(spec, ':') : NULL;
+  if (upper) *upper++ = 0;
+  char *lower = spec;
+  if (!upper || !*lower || !*upper || !*work || !*dest || root_fd < 3) {
     fprintf(stderr, "agentbox-enter: bad overlay spec\n");
     _exit(125);
   }
-  char options[4096];
-  if ((size_t)snprintf(options, sizeof options, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work) >= sizeof options) {
-    fprintf(stderr, "agentbox-enter: overlay paths too long\n");
+  char options[4096]; /* mount(2) copies at most a page of options */
+  /* redirect_dir and metacopy stay off: a layer made from a sandbox's upper dir must hold
+   * whole files, never references into the layers below it. */
+  if ((size_t)snprintf(options, sizeof options, "lowerdir=%s,upperdir=%s,workdir=%s,redirect_dir=off,metacopy=off", lower, upper, work) >= sizeof options) {
+    fprintf(stderr, "agentbox-enter: overlay options too long (too many image layers)\n");
     _exit(125);
   }
   if (mount("overlay", dest, "overlay", 0, options) != 0) die("mount overlay");

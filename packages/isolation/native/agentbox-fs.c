@@ -544,6 +544,10 @@ int main(int argc, char **argv) {
   /* Bigger pipes to and from the runtime: fewer wake-ups per MiB moved (best effort). */
   fcntl(0, F_SETPIPE_SZ, 1 << 20);
   fcntl(1, F_SETPIPE_SZ, 1 << 20);
+  /* A sandbox's namespace holder in images that have no `sleep`: wait until killed. */
+  if (argc == 2 && !strcmp(argv[1], "hold")) {
+    for (;;) pause();
+  }
   if (argc < 3) {
     fprintf(stderr, "usage: agentbox-fs read|write|stat|list|mkdir|move|remove|watch PATH [ARG]\n");
     return 2;

@@ -7,7 +7,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { SandboxLimits } from "@agentbox/protocol";
+import { AgentboxError, type SandboxLimits } from "@agentbox/protocol";
 
 export type LimitName = "memory" | "cpu" | "pids";
 
@@ -28,6 +28,24 @@ export interface SandboxCgroup extends CgroupGroup {
   readonly limitsOff: LimitName[];
   child(name: string): CgroupGroup;
   memoryCurrent(): number;
+  /** Freeze every process of the group (and its children); resolves once the kernel reports it frozen. */
+  freeze(): Promise<void>;
+  /** Thaw it; resolves once thawed. */
+  thaw(): Promise<void>;
+  /** Whether it is frozen now. */
+  frozen(): boolean;
+  /**
+   * Live use: memory in bytes, CPU time in seconds (all of the group's processes, ever), and how
+   * many processes are in it now. Processes are counted from cgroup.procs, not pids.current: that
+   * counts threads too, and the dead until their parent (often init, late) reaps them.
+   */
+  usage(): CgroupUsage;
+}
+
+export interface CgroupUsage {
+  memoryBytes: number;
+  cpuSeconds: number;
+  processes: number;
 }
 
 export interface CgroupDriver {
@@ -78,6 +96,33 @@ function removeTree(dir: string): void {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+function readText(file: string): string {
+  try {
+    return readFileSync(file, "utf8").trim();
+  } catch {
+    return "";
+  }
+}
+
+/** How long a freeze may take before it is given up (a process stuck in uninterruptible sleep never freezes). */
+const FREEZE_TIMEOUT_MS = 5000;
+
+/**
+ * Wait until `done()` holds. The kernel usually settles within a millisecond, so check a few
+ * times at once, then between turns of the event loop, and only then with short sleeps.
+ * `abandoned()` ends the wait early (e.g. the group was thawed meanwhile).
+ */
+async function settle(done: () => boolean, what: string, abandoned: () => boolean = () => false): Promise<void> {
+  for (let i = 0; i < 20; i++) if (done()) return;
+  const start = Date.now();
+  for (let i = 0; ; i++) {
+    if (done()) return;
+    if (abandoned()) throw new AgentboxError("CONFLICT", `the group was thawed while ${what}`);
+    if (Date.now() - start > FREEZE_TIMEOUT_MS) throw new AgentboxError("TIMEOUT", `${what} took over ${FREEZE_TIMEOUT_MS} ms`);
+    await (i < 50 ? new Promise((r) => setImmediate(r)) : sleep(i < 150 ? 1 : 10));
+  }
+}
+
 function killPids(pids: number[]): void {
   for (const pid of pids) {
     try {
@@ -88,30 +133,88 @@ function killPids(pids: number[]): void {
   }
 }
 
-/** Kill until empty. The freeze (when available) stops a fork bomb from racing the loop. */
+/**
+ * Kill until empty. The freeze (when available) stops a fork bomb from racing the loop; the
+ * thaw after it lets the killed die (a frozen process dies only once thawed) and also leaves a
+ * paused group thawed, so killing a paused sandbox works.
+ */
 async function killGroup(pidsOf: () => number[], freeze?: (on: boolean) => void): Promise<void> {
-  for (let round = 0; round < 200; round++) {
-    const pids = pidsOf();
-    if (pids.length === 0) return;
-    freeze?.(true);
-    killPids(pids);
+  try {
+    for (let round = 0; round < 200; round++) {
+      const pids = pidsOf();
+      if (pids.length === 0) return;
+      freeze?.(true);
+      killPids(pids);
+      freeze?.(false);
+      await sleep(round < 10 ? 2 : 20);
+    }
+  } finally {
     freeze?.(false);
-    await sleep(round < 10 ? 2 : 20);
   }
 }
 
+/**
+ * Freeze and wait until the kernel reports it. A process throttled by the CPU limit stops only
+ * once it runs again (up to a CPU period, 100 ms, later), so unless the group froze at once its
+ * CPU limit is lifted until it has: a frozen group uses no CPU anyway. A freeze that fails is undone.
+ */
+async function freezeGroup(g: {
+  request(on: boolean): void;
+  isFrozen(): boolean;
+  thawedMeanwhile(): boolean;
+  cpuLimitFile: string;
+  unlimited: string;
+}): Promise<void> {
+  g.request(true);
+  for (let i = 0; i < 20; i++) if (g.isFrozen()) return;
+  const limit = readText(g.cpuLimitFile);
+  const lift = limit !== "" && !limit.startsWith(g.unlimited);
+  try {
+    if (lift) writeFileSync(g.cpuLimitFile, g.unlimited);
+    await settle(() => g.isFrozen(), "freezing", () => g.thawedMeanwhile());
+  } catch (err) {
+    try {
+      g.request(false);
+    } catch {
+      /* gone */
+    }
+    throw err;
+  } finally {
+    if (lift) {
+      try {
+        writeFileSync(g.cpuLimitFile, limit);
+      } catch {
+        /* group gone */
+      }
+    }
+  }
+}
+
+const nopause = (): never => {
+  throw new AgentboxError("RUNTIME_UNAVAILABLE", "pausing a sandbox needs cgroups (a freezer), which this host does not offer to the runtime");
+};
+
+type V1Controller = "memory" | "pids" | "cpu" | "freezer";
+/** Mount points per controller; `cpuacct` only where it is a hierarchy of its own (not joined with `cpu`). */
+type V1Mounts = Record<V1Controller, string> & { cpuacct?: string };
+
 class V1Driver implements CgroupDriver {
   readonly kind = "v1" as const;
-  constructor(private readonly mounts: Record<"memory" | "pids" | "cpu" | "freezer", string>) {}
+  constructor(private readonly mounts: V1Mounts) {}
+
+  private dirsOf(path: string): V1Mounts {
+    const dirs: V1Mounts = {
+      memory: join(this.mounts.memory, path),
+      pids: join(this.mounts.pids, path),
+      cpu: join(this.mounts.cpu, path),
+      freezer: join(this.mounts.freezer, path),
+    };
+    if (this.mounts.cpuacct !== undefined) dirs.cpuacct = join(this.mounts.cpuacct, path);
+    return dirs;
+  }
 
   create(path: string, limits: SandboxLimits): SandboxCgroup {
-    const m = this.mounts;
-    const dirs = {
-      memory: join(m.memory, path),
-      pids: join(m.pids, path),
-      cpu: join(m.cpu, path),
-      freezer: join(m.freezer, path),
-    };
+    const dirs = this.dirsOf(path);
     for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true });
     writeFileSync(join(dirs.memory, "memory.limit_in_bytes"), String(limits.memoryBytes));
     // Without swap accounting this file is absent; the memory limit still holds.
@@ -127,14 +230,14 @@ class V1Driver implements CgroupDriver {
   }
 
   open(path: string): CgroupGroup {
-    const m = this.mounts;
-    return this.group({ memory: join(m.memory, path), pids: join(m.pids, path), cpu: join(m.cpu, path), freezer: join(m.freezer, path) }, false);
+    return this.group(this.dirsOf(path), false);
   }
 
-  private group(dirs: Record<"memory" | "pids" | "cpu" | "freezer", string>, top: boolean): CgroupGroup | SandboxCgroup {
+  private group(dirs: V1Mounts, top: boolean): CgroupGroup | SandboxCgroup {
+    const stateFile = join(dirs.freezer, "freezer.state");
     const freeze = (on: boolean): void => {
       try {
-        writeFileSync(join(dirs.freezer, "freezer.state"), on ? "FROZEN" : "THAWED");
+        writeFileSync(stateFile, on ? "FROZEN" : "THAWED");
       } catch {
         /* group gone */
       }
@@ -142,25 +245,45 @@ class V1Driver implements CgroupDriver {
     const base: CgroupGroup = {
       procsFiles: Object.values(dirs).map((d) => join(d, "cgroup.procs")),
       pids: () => readPids(dirs.freezer),
-      kill: () => killGroup(() => readPids(dirs.freezer), freeze),
+      kill: async () => {
+        // Inside a paused sandbox the thaw of this group does not reach its processes (the
+        // ancestor's freeze holds them): they are killed now and die when the sandbox resumes.
+        if (readInt(join(dirs.freezer, "freezer.parent_freezing")) === 1) return killPids(readPids(dirs.freezer));
+        await killGroup(() => readPids(dirs.freezer), freeze);
+      },
       remove: () => Object.values(dirs).forEach(removeTree),
       oomKills: () => readInt(join(dirs.memory, "memory.oom_control"), "oom_kill"),
     };
     if (!top) return base;
+    const cpuacct = dirs.cpuacct ?? dirs.cpu;
     return {
       ...base,
       limitsOff: [],
       child: (name: string) => {
-        const sub = {
-          memory: join(dirs.memory, name),
-          pids: join(dirs.pids, name),
-          cpu: join(dirs.cpu, name),
-          freezer: join(dirs.freezer, name),
-        };
+        const sub = Object.fromEntries(Object.entries(dirs).map(([k, d]) => [k, join(d, name)])) as V1Mounts;
         for (const d of Object.values(sub)) mkdirSync(d, { recursive: true });
         return this.group(sub, false);
       },
       memoryCurrent: () => readInt(join(dirs.memory, "memory.usage_in_bytes")),
+      // Children follow the group's state hierarchically; it reads FREEZING until the last one stopped.
+      freeze: () =>
+        freezeGroup({
+          request: (on) => writeFileSync(stateFile, on ? "FROZEN" : "THAWED"),
+          isFrozen: () => readText(stateFile) === "FROZEN",
+          thawedMeanwhile: () => readText(stateFile) === "THAWED",
+          cpuLimitFile: join(dirs.cpu, "cpu.cfs_quota_us"),
+          unlimited: "-1",
+        }),
+      thaw: async () => {
+        writeFileSync(stateFile, "THAWED");
+        await settle(() => readText(stateFile) === "THAWED", "thawing");
+      },
+      frozen: () => readText(stateFile) === "FROZEN",
+      usage: () => ({
+        memoryBytes: readInt(join(dirs.memory, "memory.usage_in_bytes")),
+        cpuSeconds: readInt(join(cpuacct, "cpuacct.usage")) / 1e9,
+        processes: readPids(dirs.freezer).length,
+      }),
     };
   }
 
@@ -206,6 +329,9 @@ class V2Driver implements CgroupDriver {
       /* as above */
     }
     const top = this.group(dir);
+    const events = join(dir, "cgroup.events");
+    const isFrozen = () => readInt(events, "frozen") === 1;
+    const request = (on: boolean) => writeFileSync(join(dir, "cgroup.freeze"), on ? "1" : "0");
     return {
       ...top,
       limitsOff: [...new Set(limitsOff)],
@@ -214,6 +340,25 @@ class V2Driver implements CgroupDriver {
         return this.group(join(dir, name));
       },
       memoryCurrent: () => readInt(join(dir, "memory.current")),
+      // The kernel sets `frozen 1` in cgroup.events once every process (descendants too) stopped.
+      freeze: () =>
+        freezeGroup({
+          request,
+          isFrozen,
+          thawedMeanwhile: () => readText(join(dir, "cgroup.freeze")) === "0",
+          cpuLimitFile: join(dir, "cpu.max"),
+          unlimited: "max",
+        }),
+      thaw: async () => {
+        request(false);
+        await settle(() => !isFrozen(), "thawing");
+      },
+      frozen: isFrozen,
+      usage: () => ({
+        memoryBytes: readInt(join(dir, "memory.current")),
+        cpuSeconds: readInt(join(dir, "cpu.stat"), "usage_usec") / 1e6,
+        processes: readPids(dir).length,
+      }),
     };
   }
 
@@ -256,7 +401,16 @@ class NoCgroups implements CgroupDriver {
   readonly kind = "none" as const;
   create(): SandboxCgroup {
     const group: CgroupGroup = { procsFiles: [], pids: () => [], kill: async () => {}, remove: () => {}, oomKills: () => 0 };
-    return { ...group, limitsOff: ["memory", "cpu", "pids"], child: () => group, memoryCurrent: () => 0 };
+    return {
+      ...group,
+      limitsOff: ["memory", "cpu", "pids"],
+      child: () => group,
+      memoryCurrent: () => 0,
+      freeze: async () => nopause(),
+      thaw: async () => nopause(),
+      frozen: () => false,
+      usage: () => ({ memoryBytes: 0, cpuSeconds: 0, processes: 0 }),
+    };
   }
   open(): CgroupGroup {
     return this.create().child("");
@@ -279,7 +433,7 @@ function canWrite(dir: string): boolean {
 
 /** Pick the driver this host supports. `root` is overridable for tests. */
 export function detectCgroups(root = "/sys/fs/cgroup"): CgroupDriver {
-  const v1 = {
+  const v1: V1Mounts = {
     memory: join(root, "memory"),
     pids: join(root, "pids"),
     cpu: join(root, "cpu"),
@@ -288,7 +442,12 @@ export function detectCgroups(root = "/sys/fs/cgroup"): CgroupDriver {
   const v1Usable =
     existsSync(join(v1.memory, "memory.limit_in_bytes")) &&
     Object.values(v1).every((d) => existsSync(join(d, "cgroup.procs")) && canWrite(d));
-  if (v1Usable) return new V1Driver(v1);
+  if (v1Usable) {
+    // CPU time is counted by cpuacct: mounted with cpu on most distributions (`cpu,cpuacct`), on its own on some.
+    const cpuacct = join(root, "cpuacct");
+    if (!existsSync(join(v1.cpu, "cpuacct.usage")) && existsSync(join(cpuacct, "cpuacct.usage")) && canWrite(cpuacct)) v1.cpuacct = cpuacct;
+    return new V1Driver(v1);
+  }
   if (existsSync(join(root, "cgroup.controllers"))) {
     const controllers = readFileSync(join(root, "cgroup.controllers"), "utf8");
     if (controllers.includes("memory") && canWrite(root)) return new V2Driver(root);

@@ -4,3 +4,7 @@ export * from "./overlay-rootfs.js";
 export * from "./local-sandbox.js";
 export * from "./system-tools.js";
 export * from "./spawner.js";
+export * from "./image-user.js";
+export * from "./snapshot-layer.js";
+export * from "./volumes.js";
+export * from "./image-store.js";

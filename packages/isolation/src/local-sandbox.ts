@@ -8,16 +8,25 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { SandboxLimits } from "@agentbox/protocol";
 import type { CgroupDriver, CgroupGroup, SandboxCgroup } from "./cgroups.js";
-import { SANDBOX_GID, SANDBOX_HOME, SANDBOX_UID, SANDBOX_USER, type HostImage } from "./host-image.js";
+import { SANDBOX_GID, SANDBOX_HOME, SANDBOX_UID, SANDBOX_USER } from "./host-image.js";
 import { ensureOwnedDir, overlaySpec, unmountRootfs, type RootfsPaths } from "./overlay-rootfs.js";
 import type { SpawnedProcess, Spawner } from "./spawner.js";
-import { ENTER_HELPER } from "./system-tools.js";
+import { ENTER_HELPER, FS_HELPER } from "./system-tools.js";
+
+const HOLD_PATH = "/dev/.agentbox-hold";
 
 export interface LocalSandboxOptions {
   id: string;
   /** Its layers (prepared by prepareLayers) and the mount point of its root filesystem. */
   rootfs: RootfsPaths;
-  image: HostImage;
+  /** Read-only layers under the sandbox's own (top first), and host directories bound read-only over them. */
+  root: { lowers: string[]; binds: Array<[string, string]> };
+  /** Volumes: host directory → path inside. */
+  mounts?: Array<{ source: string; path: string; readOnly: boolean }>;
+  /** Who commands run as inside (default: `user`, uid 1000). */
+  user?: SandboxUser;
+  /** Runs once the root filesystem is mounted (on the host, at `rootfs.merged`), before any command. */
+  prepareRoot?: (merged: string) => Promise<void>;
   limits: SandboxLimits;
   workdir: string;
   /** Unprivileged host uid (and gid) that the sandbox user maps to. */
@@ -28,6 +37,15 @@ export interface LocalSandboxOptions {
   bwrap: string;
   spawner: Spawner;
 }
+
+export interface SandboxUser {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
+}
+
+export const DEFAULT_USER: SandboxUser = { name: SANDBOX_USER, uid: SANDBOX_UID, gid: SANDBOX_GID, home: SANDBOX_HOME };
 
 /** Base environment of every command; the template's and the call's env are layered on top. */
 export const BASE_ENV: Readonly<Record<string, string>> = {
@@ -62,8 +80,15 @@ export class LocalSandbox {
   private readonly spareGroups: CgroupGroup[] = [];
   private groupCounter = 0;
 
+  /** Who commands run as inside. */
+  readonly user: SandboxUser;
+  /** BASE_ENV for this sandbox's user. */
+  readonly baseEnv: Readonly<Record<string, string>>;
+
   private constructor(private readonly opts: LocalSandboxOptions) {
     this.id = opts.id;
+    this.user = opts.user ?? DEFAULT_USER;
+    this.baseEnv = { ...BASE_ENV, HOME: this.user.home, USER: this.user.name, LOGNAME: this.user.name };
     this.rootfs = opts.rootfs;
     this.cgroup = opts.cgroups.create(opts.cgroupPath, opts.limits);
   }
@@ -90,7 +115,10 @@ export class LocalSandbox {
   private async boot(): Promise<void> {
     const { opts } = this;
     ensureOwnedDir(this.rootfs, opts.hostUid, opts.workdir);
-    const overlay = overlaySpec(this.rootfs, opts.image.skeleton);
+    ensureOwnedDir(this.rootfs, opts.hostUid, this.user.home);
+    // bubblewrap cannot create mount points in directories the sandbox user does not own.
+    for (const m of opts.mounts ?? []) ensureOwnedDir(this.rootfs, opts.hostUid, m.path);
+    const overlay = overlaySpec(this.rootfs, opts.root.lowers);
     const holderGroup = this.cgroup.child("holder");
     const holder = await opts.spawner.spawn({
       uid: opts.hostUid,
@@ -104,14 +132,18 @@ export class LocalSandbox {
         opts.bwrap,
         "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup",
         "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-        "--uid", String(SANDBOX_UID), "--gid", String(SANDBOX_GID), "--hostname", "sandbox",
+        "--uid", String(this.user.uid), "--gid", String(this.user.gid), "--hostname", "sandbox",
         "--info-fd", "4",
         "--bind-fd", "3", "/",
-        ...opts.image.binds.flatMap(([src, dest]) => ["--ro-bind", src, dest]),
+        ...opts.root.binds.flatMap(([src, dest]) => ["--ro-bind", src, dest]),
         "--proc", "/proc", "--dev", "/dev",
         "--size", String(opts.limits.storageBytes), "--perms", "1777", "--tmpfs", "/tmp",
+        ...(opts.mounts ?? []).flatMap((m) => [m.readOnly ? "--ro-bind" : "--bind", m.source, m.path]),
+        // The holder: the host's `sleep` under the host image; in other images (which may have no
+        // `sleep`) our static files helper, bound read-only into /dev (bubblewrap's own tmpfs).
+        ...(opts.root.binds.length > 0 ? [] : ["--ro-bind", FS_HELPER, HOLD_PATH]),
         "--chdir", opts.workdir,
-        "--", "sleep", "infinity",
+        "--", ...(opts.root.binds.length > 0 ? ["sleep", "infinity"] : [HOLD_PATH, "hold"]),
       ],
     });
     this.holder = holder;
@@ -139,6 +171,8 @@ export class LocalSandbox {
     // info-fd reports pid 1 as soon as it exists; joining is safe only once its setup
     // (mounts, pivot_root) is done, which is when it has forked the holder command.
     // That last stretch overlaps with answering the create: every command waits for it.
+    // The overlay was mounted before bubblewrap ran: finish our setup of it before any command.
+    if (opts.prepareRoot) await opts.prepareRoot(this.rootfs.merged);
     this.ready = (async () => {
       for (let i = 0; !hasChildren(this.initPid); i++) {
         if (!running) throw new Error(`sandbox holder exited: ${stderr.trim()}`);
@@ -163,8 +197,8 @@ export class LocalSandbox {
       argv: spec.argv,
       env: spec.env,
       cwd: spec.cwd,
-      uid: SANDBOX_UID,
-      gid: SANDBOX_GID,
+      uid: this.user.uid,
+      gid: this.user.gid,
       target: this.initPid,
       cgroupProcs: group.procsFiles,
       ...(spec.exec !== undefined ? { exec: spec.exec } : {}),
@@ -180,7 +214,7 @@ export class LocalSandbox {
     await this.ready;
     const args = [
       ...group.procsFiles.flatMap((f) => ["--cgroup", f]),
-      "--uid", String(SANDBOX_UID), "--gid", String(SANDBOX_GID),
+      "--uid", String(this.user.uid), "--gid", String(this.user.gid),
       "--target", String(this.initPid), "--cwd", spec.cwd,
       ...(opts.tty ? ["--tty"] : []),
       "--", ...spec.argv,

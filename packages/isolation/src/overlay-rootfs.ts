@@ -57,6 +57,9 @@ export async function prepareLayers(paths: RootfsPaths, hostUid: number, ownedDi
   await mkdir(paths.upper, { recursive: true, mode: 0o755 });
   await mkdir(paths.work, { recursive: true, mode: 0o700 });
   await mkdir(paths.merged, { recursive: true, mode: 0o755 });
+  // Mount points bubblewrap mounts over: they must exist, since it cannot create them in a
+  // root directory the sandbox user does not own (an image's root).
+  for (const point of ["proc", "dev", "tmp"]) await mkdir(join(paths.upper, point), { recursive: true, mode: 0o755 });
   for (const owned of new Set([SANDBOX_HOME, "/workspace", ...ownedDirs])) {
     const p = join(paths.upper, owned);
     await mkdir(p, { recursive: true, mode: 0o755 });
@@ -90,12 +93,16 @@ export function ensureOwnedDir(paths: RootfsPaths, hostUid: number, dir: string)
   chownSync(p, hostUid, hostUid);
 }
 
-/** The overlay spec the enter helper mounts (`LOWER:UPPER:WORK:TARGET`): one mount(2), no `mount` process. */
-export function overlaySpec(paths: RootfsPaths, lower: string): string {
-  for (const p of [lower, paths.upper, paths.work, paths.merged]) {
+/**
+ * The overlay spec the enter helper mounts (`LOWER[:LOWER…]:UPPER:WORK:TARGET`, lower dirs
+ * top first): one mount(2), no `mount` process.
+ */
+export function overlaySpec(paths: RootfsPaths, lowers: string[]): string {
+  if (lowers.length === 0) throw new Error("an overlay needs at least one lower layer");
+  for (const p of [...lowers, paths.upper, paths.work, paths.merged]) {
     if (p.includes(":") || p.includes(",")) throw new Error(`path ${p} cannot be used for an overlay layer (contains ':' or ',')`);
   }
-  return `${lower}:${paths.upper}:${paths.work}:${paths.merged}`;
+  return `${lowers.join(":")}:${paths.upper}:${paths.work}:${paths.merged}`;
 }
 
 export async function unmountRootfs(paths: RootfsPaths): Promise<void> {

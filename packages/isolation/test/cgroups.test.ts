@@ -10,7 +10,7 @@ import { spawn } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { CgroupV2Driver, detectCgroups } from "../src/cgroups.js";
+import { CgroupV2Driver, detectCgroups, type SandboxCgroup } from "../src/cgroups.js";
 
 const limits = { memoryBytes: 256 * 2 ** 20, cpu: 0.5, pids: 64, storageBytes: 2 ** 30 };
 
@@ -38,6 +38,150 @@ test("v1 on this host: limits are written and a group's processes are killed", {
   assert.equal(existsSync(`/sys/fs/cgroup/memory/${path}`), false);
 });
 
+const hasV1 = existsSync("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+const sleepMs = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** 50 sleeps and a shell loop that counts into a file as fast as it can (in place, never truncated: a read never sees it empty): 51 processes. */
+async function startWorkload(group: SandboxCgroup, counter: string) {
+  const child = group.child("cmd");
+  const script = `for f in ${child.procsFiles.join(" ")}; do echo $$ > $f; done
+i=0; while [ $i -lt 50 ]; do sleep 600 & i=$((i+1)); done
+n=0; while :; do n=$((n+1)); echo $n 1<> ${counter}; done`;
+  const proc = spawn("sh", ["-c", script], { stdio: "ignore" });
+  const exited = new Promise((r) => proc.once("exit", (_c, s) => r(s)));
+  for (let i = 0; i < 200 && child.pids().length < 51; i++) await sleepMs(10);
+  assert.equal(child.pids().length, 51);
+  return { child, exited };
+}
+
+const count = (file: string): number => {
+  const n = Number.parseInt(readFileSync(file, "utf8"), 10);
+  return Number.isNaN(n) ? -1 : n;
+};
+
+test("v1 on this host: freeze stops every process, thaw resumes them; usage is live", { skip: !hasV1 }, async () => {
+  const driver = detectCgroups();
+  const path = `agentbox/test-freeze-${process.pid}`;
+  const group = driver.create(path, limits);
+  const tmp = mkdtempSync(join(tmpdir(), "freeze-"));
+  const counter = join(tmp, "n");
+  try {
+    const { exited } = await startWorkload(group, counter);
+    await sleepMs(100);
+    const use1 = group.usage();
+    assert.equal(use1.processes, 51);
+    assert.ok(use1.memoryBytes > 0, `memory ${use1.memoryBytes}`);
+    assert.ok(use1.cpuSeconds > 0, `cpu ${use1.cpuSeconds}`);
+
+    await group.freeze();
+    assert.equal(group.frozen(), true);
+    const a = count(counter);
+    await sleepMs(300);
+    assert.equal(count(counter), a, "the counter advanced while frozen");
+    const frozenUse = group.usage();
+    assert.equal(frozenUse.processes, 51);
+
+    await group.thaw();
+    assert.equal(group.frozen(), false);
+    await sleepMs(300);
+    assert.notEqual(count(counter), a, "the counter did not advance after thaw");
+    // The busy loop kept using CPU between the two readings (it was thawed for 300 ms of them).
+    assert.ok(group.usage().cpuSeconds > frozenUse.cpuSeconds + 0.01);
+
+    // Pause + resume of the whole sandbox (51 processes, one of them busy and throttled by the
+    // 0.5 CPU limit, which is what makes a freeze slow unless the limit is lifted meanwhile), timed.
+    const times: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      const t0 = performance.now();
+      await group.freeze();
+      await group.thaw();
+      times.push(performance.now() - t0);
+      await sleepMs(2);
+    }
+    times.sort((x, y) => x - y);
+    const at = (q: number) => times[Math.min(times.length - 1, Math.floor(q * times.length))]!.toFixed(2);
+    console.log(`freeze+thaw of 51 processes (100 runs): median ${at(0.5)} ms, p90 ${at(0.9)} ms, p99 ${at(0.99)} ms, max ${at(1)} ms`);
+    assert.ok(Number(at(0.9)) <= 20, `freeze+thaw p90 ${at(0.9)} ms`);
+    assert.equal(readFileSync(`/sys/fs/cgroup/cpu/${path}/cpu.cfs_quota_us`, "utf8").trim(), "50000", "the CPU limit is back");
+
+    // Killing a paused sandbox works and leaves the group thawed and empty.
+    await group.freeze();
+    await group.kill();
+    assert.deepEqual(group.pids(), []);
+    assert.equal(group.frozen(), false);
+    assert.equal(group.usage().processes, 0);
+    assert.equal(await exited, "SIGKILL");
+  } finally {
+    await group.kill();
+    group.remove();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  assert.equal(existsSync(`/sys/fs/cgroup/freezer/${path}`), false);
+});
+
+test("v1 on this host: a command killed inside a paused sandbox dies when it resumes", { skip: !hasV1 }, async () => {
+  const group = detectCgroups().create(`agentbox/test-pausedkill-${process.pid}`, limits);
+  const tmp = mkdtempSync(join(tmpdir(), "freeze-"));
+  try {
+    const { child, exited } = await startWorkload(group, join(tmp, "n"));
+    await group.freeze();
+    const t0 = Date.now();
+    await child.kill();
+    assert.ok(Date.now() - t0 < 1000, "kill of a command in a paused sandbox must not wait for the resume");
+    assert.equal(group.frozen(), true);
+    await group.thaw();
+    assert.equal(await exited, "SIGKILL");
+    for (let i = 0; i < 100 && child.pids().length > 0; i++) await sleepMs(10);
+    assert.deepEqual(child.pids(), []);
+  } finally {
+    await group.kill();
+    group.remove();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+test("v2 file protocol: freeze waits for `frozen 1`, thaw for `frozen 0`; usage from the v2 files", async () => {
+  const root = mkdtempSync(join(tmpdir(), "fake-cgroup2-"));
+  try {
+    writeFileSync(join(root, "cgroup.controllers"), "cpu memory pids\n");
+    const group = new CgroupV2Driver(root).create("agentbox/i/sb", limits);
+    const dir = join(root, "agentbox/i/sb");
+    // Stand-in for the kernel: this test writes cgroup.events itself.
+    writeFileSync(join(dir, "cgroup.events"), "populated 1\nfrozen 0\n");
+    let done = false;
+    const freezing = group.freeze().then(() => (done = true));
+    assert.equal(readFileSync(join(dir, "cgroup.freeze"), "utf8"), "1");
+    await sleepMs(30);
+    assert.equal(done, false, "freeze resolved before the kernel reported the group frozen");
+    assert.equal(group.frozen(), false);
+    // Not frozen at once: the CPU limit is lifted so throttled processes can reach the freezer...
+    assert.equal(readFileSync(join(dir, "cpu.max"), "utf8"), "max");
+    writeFileSync(join(dir, "cgroup.events"), "populated 1\nfrozen 1\n");
+    await freezing;
+    assert.equal(group.frozen(), true);
+    // ...and put back once they have.
+    assert.equal(readFileSync(join(dir, "cpu.max"), "utf8"), "50000 100000");
+
+    done = false;
+    const thawing = group.thaw().then(() => (done = true));
+    assert.equal(readFileSync(join(dir, "cgroup.freeze"), "utf8"), "0");
+    await sleepMs(30);
+    assert.equal(done, false);
+    writeFileSync(join(dir, "cgroup.events"), "populated 1\nfrozen 0\n");
+    await thawing;
+    assert.equal(group.frozen(), false);
+
+    writeFileSync(join(dir, "memory.current"), "12345678\n");
+    writeFileSync(join(dir, "cpu.stat"), "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n");
+    writeFileSync(join(dir, "cgroup.procs"), "10\n11\n");
+    mkdirSync(join(dir, "cmd-1"));
+    writeFileSync(join(dir, "cmd-1", "cgroup.procs"), "12\n13\n14\n");
+    assert.deepEqual(group.usage(), { memoryBytes: 12345678, cpuSeconds: 2.5, processes: 5 });
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
 test("v2 file protocol: limits, controllers enabled down the path", () => {
   const root = mkdtempSync(join(tmpdir(), "fake-cgroup2-"));
   try {
@@ -60,13 +204,18 @@ test("v2 file protocol: limits, controllers enabled down the path", () => {
   }
 });
 
-test("no usable cgroups: everything still runs and the limits are reported off", () => {
+test("no usable cgroups: everything still runs and the limits are reported off; pausing is refused", async () => {
   const root = mkdtempSync(join(tmpdir(), "no-cgroup-"));
   try {
     mkdirSync(join(root, "memory"));
     const driver = detectCgroups(root);
     assert.equal(driver.kind, "none");
-    assert.deepEqual(driver.create("x", limits).limitsOff, ["memory", "cpu", "pids"]);
+    const group = driver.create("x", limits);
+    assert.deepEqual(group.limitsOff, ["memory", "cpu", "pids"]);
+    await assert.rejects(group.freeze(), (err: { code?: string; message: string }) => err.code === "RUNTIME_UNAVAILABLE" && /cgroups/.test(err.message));
+    await assert.rejects(group.thaw(), { code: "RUNTIME_UNAVAILABLE" });
+    assert.equal(group.frozen(), false);
+    assert.deepEqual(group.usage(), { memoryBytes: 0, cpuSeconds: 0, processes: 0 });
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

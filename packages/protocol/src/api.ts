@@ -3,6 +3,7 @@
  * requests with them and the SDK types its calls with them.
  */
 import { z } from "zod";
+import { SandboxUsage, VolumeMount } from "./api-mounts.js";
 import { parseBytes, parseCpu } from "./units.js";
 
 export const API_VERSION = "v1";
@@ -42,6 +43,11 @@ export const Sandbox = z.object({
   network: NetworkPolicy,
   /** Limits the host could not enforce for this sandbox (e.g. no cgroup delegation). */
   limitsOff: z.array(z.string()).optional(),
+  volumeMounts: z.array(VolumeMount).optional(),
+  /** When it was paused (while status is `paused`). */
+  pausedAt: z.string().optional(),
+  /** Live resource use; on `GET /v1/sandboxes/:id` of a ready or paused sandbox. */
+  usage: SandboxUsage.optional(),
 });
 export type Sandbox = z.infer<typeof Sandbox>;
 
@@ -49,12 +55,14 @@ export const MAX_TIMEOUT_SECONDS = 30 * 24 * 3600;
 export const DEFAULT_TIMEOUT_SECONDS = 3600;
 
 export const CreateSandboxRequest = z.strictObject({
-  template: z.string().min(1).max(128).default("default"),
-  pool: z.string().min(1).optional(),
+  /** Default: the pool's template with `pool`, else "default". */
+  template: z.string().min(1).max(128).optional(),
+  pool: z.string().min(1).max(128).optional(),
   timeoutSeconds: z.number().int().min(1).max(MAX_TIMEOUT_SECONDS).default(DEFAULT_TIMEOUT_SECONDS),
   env: envMap.default({}),
   metadata: metadataMap.default({}),
-  volumeMounts: z.array(z.strictObject({ volume: z.string(), path: z.string(), readOnly: z.boolean().optional() })).optional(),
+  /** Mounted in addition to the template's (a path given in both takes this one). */
+  volumeMounts: z.array(VolumeMount).max(16).optional(),
   wait: z.boolean().default(true),
 });
 export type CreateSandboxRequest = z.input<typeof CreateSandboxRequest>;

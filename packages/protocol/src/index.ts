@@ -6,3 +6,5 @@ export * from "./validation.js";
 export * from "./runtime-protocol.js";
 export * from "./api-sessions.js";
 export * from "./api-files.js";
+export * from "./api-mounts.js";
+export * from "./api-templates.js";

@@ -9,8 +9,10 @@
 import { z } from "zod";
 import { ExecRequest, ExecResult, ProcessInfo, ProcessLogs, SignalName, StartProcessRequest } from "./api.js";
 import { CreateSessionRequest, CreateTerminalRequest, SessionInfo, TerminalInfo } from "./api-sessions.js";
+import { SandboxUsage, VolumeMount } from "./api-mounts.js";
+import { ImportProgress } from "./api-templates.js";
 
-export const RUNTIME_PROTOCOL_VERSION = 3;
+export const RUNTIME_PROTOCOL_VERSION = 4;
 
 /** Frame cap for what the runtime accepts (requests carry at most a 16 MiB HTTP body). */
 export const RUNTIME_MAX_REQUEST_FRAME_BYTES = 64 * 1024 * 1024;
@@ -65,7 +67,7 @@ export type SandboxLimits = z.infer<typeof SandboxLimits>;
 
 export const RuntimeSandbox = z.object({
   id: z.string(),
-  status: z.enum(["ready", "failed"]),
+  status: z.enum(["ready", "paused", "failed"]),
   statusMessage: z.string().optional(),
   limitsOff: z.array(z.string()),
   createdAt: z.string(),
@@ -74,15 +76,36 @@ export type RuntimeSandbox = z.infer<typeof RuntimeSandbox>;
 
 export const SANDBOX_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
+/** A sandbox's root filesystem as the runtime builds it. */
+export const RuntimeImage = z.object({
+  /** "host": the host image (curated /etc, read-only /usr…) under the layers; "none": the layers are the whole root. */
+  base: z.enum(["host", "none"]),
+  /** Layer digests in the runtime's image store, lowest first. */
+  layers: z.array(z.string()),
+});
+export type RuntimeImage = z.infer<typeof RuntimeImage>;
+
+/** What importing an image gives: its layers and the defaults of its config. */
+export const PreparedImage = RuntimeImage.extend({
+  config: z.object({ env: z.record(z.string(), z.string()), workdir: z.string().optional(), user: z.string().optional() }),
+});
+export type PreparedImage = z.infer<typeof PreparedImage>;
+
 export const CreateSandboxParams = z.object({
   id: z.string().regex(SANDBOX_ID_PATTERN),
-  image: z.string(),
+  image: RuntimeImage,
   limits: SandboxLimits,
   workdir: z.string(),
+  /** User name (looked up in the image's /etc/passwd) or numeric uid the sandbox's commands run as. */
+  user: z.string().default("user"),
+  mounts: z.array(VolumeMount).default([]),
 });
 export type CreateSandboxParams = z.infer<typeof CreateSandboxParams>;
 
 export const SandboxIdParams = z.object({ id: z.string().regex(SANDBOX_ID_PATTERN) });
+const VolumeRef = z.object({ name: z.string() });
+export const RuntimeVolume = z.object({ name: z.string(), sizeBytes: z.number(), usedBytes: z.number(), mountedBy: z.array(z.string()) });
+export type RuntimeVolume = z.infer<typeof RuntimeVolume>;
 
 export const ExecParams = z.object({
   sandboxId: z.string().regex(SANDBOX_ID_PATTERN),
@@ -178,6 +201,21 @@ export const RuntimeMethods = {
   "sandbox.delete": { params: SandboxIdParams, result: z.object({ deleted: z.boolean() }) },
   "sandbox.exec": { params: ExecParams, result: ExecResult },
   "runtime.shutdown": { params: z.object({}), result: z.object({ ok: z.literal(true) }) },
+  "sandbox.pause": { params: SandboxIdParams, result: RuntimeSandbox },
+  "sandbox.resume": { params: SandboxIdParams, result: RuntimeSandbox },
+  "sandbox.usage": { params: SandboxIdParams, result: SandboxUsage },
+  /** The sandbox's writable layer, copied (while it is frozen) into a new image layer. */
+  "sandbox.snapshot": { params: SandboxIdParams, result: z.object({ layer: z.string() }) },
+  /** Import an image reference ("host", "dir:…", "oci:…"); long-running for big images. */
+  "image.prepare": { params: z.object({ image: z.string() }), result: PreparedImage },
+  /** Progress of an import in flight (absent when none is). */
+  "image.progress": { params: z.object({ image: z.string() }), result: z.object({ progress: ImportProgress.optional() }) },
+  /** Remove stored layers that are neither in `keep` nor used by a live sandbox. */
+  "image.gc": { params: z.object({ keep: z.array(z.string()) }), result: z.object({ removed: z.number() }) },
+  "volume.create": { params: VolumeRef.extend({ sizeBytes: z.number().int().positive() }), result: RuntimeVolume },
+  "volume.get": { params: VolumeRef, result: RuntimeVolume },
+  "volume.list": { params: z.object({}), result: z.array(RuntimeVolume) },
+  "volume.delete": { params: VolumeRef, result: z.object({ deleted: z.boolean() }) },
   "process.start": { params: StartProcessParams, result: z.object({ info: ProcessInfo, created: z.boolean() }) },
   "process.list": { params: z.object({ sandboxId: z.string().regex(SANDBOX_ID_PATTERN) }), result: z.array(ProcessInfo) },
   "process.get": { params: ProcessRef, result: ProcessInfo },

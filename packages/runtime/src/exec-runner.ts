@@ -4,7 +4,7 @@
  */
 import { posix } from "node:path";
 import { DEFAULT_OUTPUT_CAP_BYTES, type ExecRequest, type ExecResult, type ExitReason } from "@agentbox/protocol";
-import { BASE_ENV, type LocalSandbox } from "@agentbox/isolation";
+import type { LocalSandbox } from "@agentbox/isolation";
 import { CappedBuffer } from "./capped-buffer.js";
 
 export interface ExecContext {
@@ -23,7 +23,7 @@ export async function runExec(ctx: ExecContext, request: ExecRequest): Promise<E
   const started = performance.now();
   const argv = request.argv ?? ["/bin/sh", "-c", request.command!];
   const cwd = resolveCwd(request.cwd, ctx.defaultCwd);
-  const env = { ...BASE_ENV, ...ctx.env, ...request.env };
+  const env = { ...ctx.sandbox.baseEnv, ...ctx.env, ...request.env };
   const group = ctx.sandbox.acquireGroup();
   const oomBefore = group.oomKills();
   const cap = request.maxOutputBytes ?? DEFAULT_OUTPUT_CAP_BYTES;

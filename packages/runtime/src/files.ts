@@ -14,7 +14,7 @@ import type { Socket } from "node:net";
 import { Readable } from "node:stream";
 import tar from "tar-stream";
 import { AgentboxError, type ErrorCode } from "@agentbox/protocol";
-import { BASE_ENV, FS_HELPER, type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
+import { FS_HELPER, type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
 
 /** Relative paths are relative to the workdir; the result is absolute and normalized (`..` cannot climb above /). */
 export function sandboxPath(path: string, workdir: string): string {
@@ -179,7 +179,7 @@ export class FileService {
     const group = this.sandbox.acquireGroup();
     let child: SpawnedProcess;
     try {
-      child = await this.sandbox.spawn({ argv, cwd, env: { ...BASE_ENV }, ...(useHelper ? { exec: FS_HELPER } : {}) }, group);
+      child = await this.sandbox.spawn({ argv, cwd, env: { ...this.sandbox.baseEnv }, ...(useHelper ? { exec: FS_HELPER } : {}) }, group);
     } catch (err) {
       await this.sandbox.releaseGroup(group);
       throw err;

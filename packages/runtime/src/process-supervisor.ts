@@ -12,7 +12,7 @@ import {
   type StartProcessRequest,
   type StreamServerMessage,
 } from "@agentbox/protocol";
-import { BASE_ENV, type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
+import { type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
 import { resolveCwd } from "./exec-runner.js";
 import { OutputLog, type LogRead } from "./output-log.js";
 
@@ -67,7 +67,7 @@ export class ProcessSupervisor {
     const group = this.sandbox.acquireGroup();
     let child: SpawnedProcess;
     try {
-      child = await this.sandbox.spawn({ argv, cwd, env: { ...(ctx.replaceEnv ? {} : BASE_ENV), ...ctx.env, ...req.env } }, group);
+      child = await this.sandbox.spawn({ argv, cwd, env: { ...(ctx.replaceEnv ? {} : this.sandbox.baseEnv), ...ctx.env, ...req.env } }, group);
     } catch (err) {
       await this.sandbox.releaseGroup(group);
       throw err;

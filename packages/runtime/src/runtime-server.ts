@@ -118,6 +118,20 @@ export class RuntimeServer {
       },
       "fs.openWatch": (p: { sandboxId: string; path: string; recursive: boolean }) => m.files(p.sandboxId).openWatch(p.path, p.recursive),
       "fs.watchEvents": (p: FsRef & { waitMs: number }) => m.files(p.sandboxId).watchEvents(p.handle, p.waitMs),
+      "sandbox.pause": (p: { id: string }) => m.pause(p.id),
+      "sandbox.resume": (p: { id: string }) => m.resume(p.id),
+      "sandbox.usage": (p: { id: string }) => m.usage(p.id),
+      "sandbox.snapshot": async (p: { id: string }) => ({ layer: await m.snapshot(p.id) }),
+      "image.prepare": (p: { image: string }) => m.prepareImage(p.image),
+      "image.progress": (p: { image: string }) => {
+        const progress = m.importProgress(p.image);
+        return progress ? { progress } : {};
+      },
+      "image.gc": (p: { keep: string[] }) => ({ removed: m.gcImages(p.keep) }),
+      "volume.create": (p: { name: string; sizeBytes: number }) => m.createVolume(p.name, p.sizeBytes),
+      "volume.get": (p: { name: string }) => m.getVolume(p.name),
+      "volume.list": () => m.listVolumes(),
+      "volume.delete": async (p: { name: string }) => ({ deleted: await m.deleteVolume(p.name) }),
       "runtime.shutdown": async () => {
         await opts.onShutdown();
         return { ok: true };

@@ -3,20 +3,29 @@
  * each), lookup, deletion, and clean-up of what a crashed runtime left behind.
  */
 import { createHash } from "node:crypto";
-import { chmodSync, mkdirSync, readdirSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   AgentboxError,
   type CreateSandboxParams,
   type ExecParams,
   type ExecResult,
+  type PreparedImage,
   type ProcessInfo,
   type RuntimeSandbox,
+  type RuntimeVolume,
+  type SandboxUsage,
   type StartProcessParams,
+  type ImportProgress,
 } from "@agentbox/protocol";
 import {
+  ImageStore,
   LocalSandbox,
   Spawner,
+  VolumeStore,
+  captureLayer,
+  giveOwnedPaths,
+  resolveUser,
   checkHost,
   detectCgroups,
   ensureHostImage,
@@ -51,6 +60,12 @@ interface Entry {
   slot: number;
   createdAt: string;
   workdir: string;
+  /** Image layers (digests) under its own: kept by image GC while it lives. */
+  layers: string[];
+  mounts: Array<{ volume: string; path: string; readOnly: boolean }>;
+  paused: boolean;
+  /** What the sandbox's empty disk used right after it was made (subtracted from live disk use). */
+  diskBaseline: number;
 }
 
 export class SandboxManager {
@@ -66,6 +81,12 @@ export class SandboxManager {
   private readonly spawner = new Spawner();
   private readonly spareSlots: number[] = [];
   private refilling: Promise<void> | undefined;
+  private readonly images: ImageStore;
+  private readonly volumes: VolumeStore;
+  /** Imports in flight, by image reference: concurrent prepares of one image share one import. */
+  private readonly imports = new Map<string, { promise: Promise<PreparedImage>; progress?: ImportProgress }>();
+  /** Disk use of each slot's empty disk. */
+  private readonly diskBaselines = new Map<number, number>();
 
   constructor(private readonly dataDir: string, cgroups?: CgroupDriver) {
     this.cgroups = cgroups ?? detectCgroups();
@@ -73,6 +94,8 @@ export class SandboxManager {
     this.cgroupPrefix = `agentbox/${instance}`;
     this.sandboxesDir = join(dataDir, "sandboxes");
     this.mountsDir = join(MOUNTS_ROOT, instance);
+    this.images = new ImageStore(join(dataDir, "images"));
+    this.volumes = new VolumeStore(join(dataDir, "volumes"), join(this.mountsDir, "volumes"));
   }
 
   get cgroupKind(): string {
@@ -100,6 +123,7 @@ export class SandboxManager {
           const slot = this.allocateSlot();
           try {
             await prepareLayers(this.slotPaths(slot), HOST_UID_BASE + slot, [], SPARE_DISK_BYTES);
+            this.diskBaselines.set(slot, diskUsed(this.slotPaths(slot).layer));
             this.spareSlots.push(slot);
           } catch {
             await unmountRootfs(this.slotPaths(slot));
@@ -136,6 +160,7 @@ export class SandboxManager {
     const slot = this.allocateSlot();
     try {
       await prepareLayers(this.slotPaths(slot), HOST_UID_BASE + slot, [], storageBytes);
+      this.diskBaselines.set(slot, diskUsed(this.slotPaths(slot).layer));
     } catch (err) {
       await unmountRootfs(this.slotPaths(slot));
       this.usedSlots.delete(slot);
@@ -155,6 +180,7 @@ export class SandboxManager {
       group.remove();
     }
     const names = new Set([...readdirSync(this.sandboxesDir), ...readdirSync(this.mountsDir)]);
+    names.delete("volumes");
     for (const name of names) await unmountRootfs(rootfsPaths(join(this.sandboxesDir, name), join(this.mountsDir, name)));
   }
 
@@ -169,26 +195,47 @@ export class SandboxManager {
   }
 
   private async doCreate(params: CreateSandboxParams): Promise<RuntimeSandbox> {
-    if (params.image !== "host") {
-      throw new AgentboxError("INVALID_REQUEST", `image ${JSON.stringify(params.image)} is not supported by this runtime yet (only "host")`);
-    }
     // A host that passed once keeps passing: check again only until it does.
     const host = this.host?.ok ? this.host : (this.host = checkHost());
     if (!host.ok) throw new AgentboxError("RUNTIME_UNAVAILABLE", host.problems.join("; "));
-    this.image ??= ensureHostImage(join(this.dataDir, "images"));
-    const slot = await this.takeSlot(params.limits.storageBytes);
+    const root = this.rootOf(params.image);
+    const user = resolveUser(root.lowers, params.user ?? "user");
+    const owned = params.image.layers.map((d) => this.ownedPaths(d));
     try {
+      return await this.createIn(params, root, user, owned, host.bwrap!);
+    } finally {
+      this.attaching.delete(params.id);
+    }
+  }
+
+  private async createIn(
+    params: CreateSandboxParams,
+    root: { lowers: string[]; binds: Array<[string, string]> },
+    user: ReturnType<typeof resolveUser>,
+    owned: string[][],
+    bwrap: string,
+  ): Promise<RuntimeSandbox> {
+    const mounts = await this.attachVolumes(params.id, params.mounts ?? []);
+    const slot = await this.takeSlot(params.limits.storageBytes);
+    const hostUid = HOST_UID_BASE + slot;
+    try {
+      for (const m of mounts) if (!m.readOnly) await this.volumes.chownTo(m.volume, hostUid);
       const sandbox = await LocalSandbox.start({
         id: params.id,
         rootfs: this.slotPaths(slot),
-        image: this.image,
+        root,
+        mounts: mounts.map((m) => ({ source: m.source, path: m.path, readOnly: m.readOnly })),
+        user,
         limits: params.limits,
         workdir: params.workdir,
-        hostUid: HOST_UID_BASE + slot,
+        hostUid,
         cgroupPath: `${this.cgroupPrefix}/${params.id}`,
         cgroups: this.cgroups,
-        bwrap: host.bwrap!,
+        bwrap,
         spawner: this.spawner,
+        ...(owned.some((o) => o.length > 0)
+          ? { prepareRoot: async (merged: string) => { for (const paths of owned) await giveOwnedPaths(merged, paths, hostUid); } }
+          : {}),
       });
       this.refillWhenQuiet();
       const entry: Entry = {
@@ -200,6 +247,10 @@ export class SandboxManager {
         slot,
         createdAt: new Date().toISOString(),
         workdir: params.workdir,
+        layers: params.image.layers,
+        mounts: mounts.map(({ volume, path, readOnly }) => ({ volume, path, readOnly })),
+        paused: false,
+        diskBaseline: this.diskBaselines.get(slot) ?? 0,
       };
       this.sandboxes.set(params.id, entry);
       return this.describe(params.id, entry);
@@ -207,6 +258,191 @@ export class SandboxManager {
       this.usedSlots.delete(slot);
       throw err;
     }
+  }
+
+  /** Volumes being attached by creates in flight (not yet in `sandboxes`), for the one-writer rule. */
+  private readonly attaching = new Map<string, Array<{ volume: string; readOnly: boolean }>>();
+
+  /**
+   * Mount each volume on the host. A volume has at most one read-write user at a time: its files
+   * belong to that sandbox's host uid, which no other sandbox shares (any number may read it).
+   */
+  private async attachVolumes(id: string, mounts: Array<{ volume: string; path: string; readOnly?: boolean | undefined }>) {
+    const wanted = mounts.map((m) => ({ volume: m.volume, path: m.path, readOnly: m.readOnly === true }));
+    for (const m of wanted) {
+      if (!this.volumes.exists(m.volume)) throw new AgentboxError("NOT_FOUND", `volume ${m.volume} does not exist`, { field: "volumeMounts", volume: m.volume });
+      if (m.readOnly) continue;
+      const writer = this.volumeUsers(m.volume).find((u) => !u.readOnly && u.sandbox !== id);
+      if (writer) {
+        throw new AgentboxError("CONFLICT", `volume ${m.volume} is mounted read-write by sandbox ${writer.sandbox}; mount it readOnly, or delete that sandbox first`, {
+          volume: m.volume,
+          sandbox: writer.sandbox,
+        });
+      }
+    }
+    this.attaching.set(id, wanted);
+    const out: Array<{ volume: string; path: string; readOnly: boolean; source: string }> = [];
+    for (const m of wanted) out.push({ ...m, source: await this.volumes.mount(m.volume) });
+    return out;
+  }
+
+  private volumeUsers(volume: string): Array<{ sandbox: string; readOnly: boolean }> {
+    const users: Array<{ sandbox: string; readOnly: boolean }> = [];
+    for (const [id, e] of this.sandboxes) for (const m of e.mounts) if (m.volume === volume) users.push({ sandbox: id, readOnly: m.readOnly });
+    for (const [id, ms] of this.attaching) for (const m of ms) if (m.volume === volume) users.push({ sandbox: id, readOnly: m.readOnly });
+    return users;
+  }
+
+  /** Lower layers (top first) and read-only binds of a sandbox's root. */
+  private rootOf(image: CreateSandboxParams["image"]): { lowers: string[]; binds: Array<[string, string]> } {
+    const layers = image.layers.map((digest) => {
+      const path = this.images.layerPath(digest);
+      if (!path) throw new AgentboxError("NOT_FOUND", `image layer ${digest} is not in this runtime's store (import the template's image again)`);
+      return path;
+    }).reverse();
+    if (image.base === "none") {
+      if (layers.length === 0) throw new AgentboxError("INVALID_REQUEST", "an image with no base needs at least one layer");
+      return { lowers: layers, binds: [] };
+    }
+    this.image ??= ensureHostImage(join(this.dataDir, "images"));
+    return { lowers: [...layers, this.image.skeleton], binds: this.image.binds };
+  }
+
+  /** Paths of a snapshot layer that belong to the sandbox user (see snapshot-layer.ts). */
+  private ownedPaths(digest: string): string[] {
+    const file = join(this.dataDir, "images", "owned", `${digest.replace(/^sha256:/, "")}.json`);
+    if (!existsSync(file)) return [];
+    return JSON.parse(readFileSync(file, "utf8")) as string[];
+  }
+
+  // ---------------------------------------------------------------- images
+
+  /** Import an image reference; concurrent calls for one reference share the import. */
+  prepareImage(ref: string): Promise<PreparedImage> {
+    if (ref === "host") return Promise.resolve({ base: "host", layers: [], config: { env: {} } });
+    const running = this.imports.get(ref);
+    if (running) return running.promise;
+    const state: { promise: Promise<PreparedImage>; progress?: ImportProgress } = { promise: Promise.resolve(undefined as never) };
+    const onProgress = (p: ImportProgress) => (state.progress = p);
+    state.promise = (async (): Promise<PreparedImage> => {
+      if (ref.startsWith("oci:")) {
+        const img = await this.images.importOci(ref.slice(4), onProgress);
+        return { base: "none", layers: img.digests, config: img.config };
+      }
+      if (ref.startsWith("dir:")) {
+        const img = await this.images.importDir(ref.slice(4), onProgress);
+        return { base: "none", layers: img.digests, config: img.config };
+      }
+      throw new AgentboxError("INVALID_REQUEST", `image ${JSON.stringify(ref)} is not "host", "dir:<path>" or "oci:<path>"`, { field: "image" });
+    })().finally(() => this.imports.delete(ref));
+    this.imports.set(ref, state);
+    return state.promise;
+  }
+
+  importProgress(ref: string): ImportProgress | undefined {
+    return this.imports.get(ref)?.progress;
+  }
+
+  /** Remove stored layers that no template keeps and no live sandbox uses. */
+  gcImages(keep: string[]): number {
+    const all = new Set(keep);
+    for (const e of this.sandboxes.values()) for (const d of e.layers) all.add(d);
+    if (this.imports.size > 0) return 0; // an import in flight may be about to reuse a layer
+    const removed = this.images.gc(all);
+    const ownedDir = join(this.dataDir, "images", "owned");
+    if (existsSync(ownedDir)) {
+      for (const name of readdirSync(ownedDir)) if (!all.has(`sha256:${name.replace(/\.json$/, "")}`)) rmSync(join(ownedDir, name), { force: true });
+    }
+    return removed;
+  }
+
+  /** Copy a sandbox's writable layer, frozen so that it is consistent, into a new image layer. */
+  async snapshot(id: string): Promise<string> {
+    const entry = this.entry(id);
+    const wasPaused = entry.paused;
+    const staging = join(this.dataDir, "images", `snapshot-${id}-${Date.now()}`);
+    if (!wasPaused) await entry.sandbox.cgroup.freeze();
+    let owned: string[];
+    try {
+      owned = await captureLayer(this.slotPaths(entry.slot).upper, staging, HOST_UID_BASE + entry.slot);
+    } catch (err) {
+      rmSync(staging, { recursive: true, force: true });
+      throw err;
+    } finally {
+      if (!wasPaused) await entry.sandbox.cgroup.thaw();
+    }
+    const { digest } = await this.images.adoptLayer(staging);
+    const ownedDir = join(this.dataDir, "images", "owned");
+    mkdirSync(ownedDir, { recursive: true, mode: 0o700 });
+    writeFileSync(join(ownedDir, `${digest.replace(/^sha256:/, "")}.json`), JSON.stringify(owned));
+    return digest;
+  }
+
+  // ---------------------------------------------------------------- volumes
+
+  private describeVolume(name: string, usage: { sizeBytes: number; usedBytes: number }): RuntimeVolume {
+    return { name, ...usage, mountedBy: [...new Set(this.volumeUsers(name).map((u) => u.sandbox))] };
+  }
+
+  async createVolume(name: string, sizeBytes: number): Promise<RuntimeVolume> {
+    return this.describeVolume(name, await this.volumes.create(name, sizeBytes));
+  }
+
+  async getVolume(name: string): Promise<RuntimeVolume> {
+    if (!this.volumes.exists(name)) throw new AgentboxError("NOT_FOUND", `volume ${name} does not exist`);
+    return this.describeVolume(name, await this.volumes.usage(name));
+  }
+
+  async listVolumes(): Promise<RuntimeVolume[]> {
+    return Promise.all(this.volumes.list().map((n) => this.getVolume(n)));
+  }
+
+  async deleteVolume(name: string): Promise<boolean> {
+    if (!this.volumes.exists(name)) return false;
+    const users = this.volumeUsers(name);
+    if (users.length > 0) {
+      throw new AgentboxError("CONFLICT", `volume ${name} is mounted by sandbox ${users.map((u) => u.sandbox).join(", ")}; delete those sandboxes first`, {
+        volume: name,
+        mountedBy: users.map((u) => u.sandbox),
+      });
+    }
+    await this.volumes.remove(name);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  private entry(id: string): Entry {
+    const entry = this.sandboxes.get(id);
+    if (!entry) throw new AgentboxError("SANDBOX_NOT_FOUND", `sandbox ${id} does not exist in the runtime`);
+    if (!entry.sandbox.alive) throw new AgentboxError("SANDBOX_NOT_READY", `sandbox ${id} is not running`);
+    return entry;
+  }
+
+  /** Freeze every process of the sandbox. */
+  async pause(id: string): Promise<RuntimeSandbox> {
+    const entry = this.entry(id);
+    if (!entry.paused) {
+      await entry.sandbox.cgroup.freeze();
+      entry.paused = true;
+    }
+    return this.describe(id, entry);
+  }
+
+  async resume(id: string): Promise<RuntimeSandbox> {
+    const entry = this.entry(id);
+    if (entry.paused) {
+      await entry.sandbox.cgroup.thaw();
+      entry.paused = false;
+    }
+    return this.describe(id, entry);
+  }
+
+  usage(id: string): SandboxUsage {
+    const entry = this.entry(id);
+    const u = entry.sandbox.cgroup.usage();
+    const disk = Math.max(0, diskUsed(this.slotPaths(entry.slot).layer) - entry.diskBaseline);
+    return { memoryBytes: u.memoryBytes, cpuSeconds: u.cpuSeconds, diskBytes: disk, processes: u.processes };
   }
 
   /** Layers live by slot (not by sandbox id) so they can be prepared before the id is known. */
@@ -225,7 +461,7 @@ export class SandboxManager {
     const alive = entry.sandbox.alive;
     const out: RuntimeSandbox = {
       id,
-      status: alive ? "ready" : "failed",
+      status: alive ? (entry.paused ? "paused" : "ready") : "failed",
       limitsOff: entry.sandbox.limitsOff,
       createdAt: entry.createdAt,
     };
@@ -301,6 +537,17 @@ export class SandboxManager {
     await Promise.all([...this.sandboxes.keys()].map((id) => this.delete(id)));
     await this.refilling;
     for (const slot of this.spareSlots.splice(0)) await unmountRootfs(this.slotPaths(slot));
+    await this.volumes.unmountAll();
     this.spawner.stop();
+  }
+}
+
+/** Bytes in use on the filesystem mounted at `path` (0 if it cannot be read). */
+function diskUsed(path: string): number {
+  try {
+    const st = statfsSync(path);
+    return (st.blocks - st.bfree) * st.bsize;
+  } catch {
+    return 0;
   }
 }

@@ -29,7 +29,7 @@ import {
   type ExecResult,
   type SessionInfo,
 } from "@agentbox/protocol";
-import { BASE_ENV, type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
+import { type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
 import { CappedBuffer } from "./capped-buffer.js";
 import { resolveCwd } from "./exec-runner.js";
 
@@ -164,7 +164,7 @@ export class ShellSession {
 
   static async start(id: string, sandbox: LocalSandbox, req: CreateSessionRequest, ctx: SessionContext): Promise<ShellSession> {
     const cwd = resolveCwd(req.cwd, ctx.defaultCwd);
-    const env = { ...BASE_ENV, ...ctx.env, ...req.env };
+    const env = { ...sandbox.baseEnv, ...ctx.env, ...req.env };
     const group = sandbox.acquireGroup();
     let child: SpawnedProcess;
     try {

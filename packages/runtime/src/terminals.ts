@@ -17,7 +17,7 @@ import {
   type TerminalInfo,
   type TerminalRead,
 } from "@agentbox/protocol";
-import { BASE_ENV, type CgroupGroup, type LocalSandbox } from "@agentbox/isolation";
+import { type CgroupGroup, type LocalSandbox } from "@agentbox/isolation";
 import { resolveCwd } from "./exec-runner.js";
 import { OutputLog } from "./output-log.js";
 
@@ -98,7 +98,7 @@ export class TerminalRegistry {
     const cols = req.cols ?? 80;
     const rows = req.rows ?? 24;
     const cwd = resolveCwd(req.cwd, ctx.defaultCwd);
-    const env = { ...BASE_ENV, ...ctx.env, TERM: "xterm-256color", COLORTERM: "truecolor", ...req.env };
+    const env = { ...this.sandbox.baseEnv, ...ctx.env, TERM: "xterm-256color", COLORTERM: "truecolor", ...req.env };
     const argv = req.command !== undefined ? ["/bin/sh", "-c", req.command] : LOGIN_SHELL;
     const group = this.sandbox.acquireGroup();
     let term: pty.IPty;

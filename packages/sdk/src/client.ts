@@ -4,6 +4,7 @@ import type { Sandbox as SandboxInfo } from "@agentbox/protocol";
 import { AgentboxApiError } from "./errors.js";
 import { HttpTransport, type RequestOptions } from "./http.js";
 import { Sandbox } from "./sandbox.js";
+import { Pools, Templates, Volumes } from "./templates.js";
 
 export const DEFAULT_URL = `http://${DEFAULT_HOST}:${DEFAULT_PORT}`;
 
@@ -24,6 +25,8 @@ export interface ListSandboxesOptions {
   template?: string | undefined;
   /** Only sandboxes whose metadata has all these key/value pairs. */
   metadata?: Record<string, string> | undefined;
+  /** A pool's sandboxes, idle ones included (without it, idle pool sandboxes are not listed). */
+  pool?: string | undefined;
 }
 
 export interface Health {
@@ -35,6 +38,9 @@ export interface Health {
 export class Agentbox {
   readonly url: string;
   readonly sandboxes: Sandboxes;
+  readonly templates: Templates;
+  readonly volumes: Volumes;
+  readonly pools: Pools;
   private readonly http: HttpTransport;
 
   constructor(options: AgentboxOptions = {}) {
@@ -49,6 +55,9 @@ export class Agentbox {
     this.http = new HttpTransport({ baseUrl: url, apiKey, timeoutMs: options.timeoutMs });
     this.url = this.http.baseUrl.href.replace(/\/+$/, "");
     this.sandboxes = new Sandboxes(this.http);
+    this.templates = new Templates(this.http);
+    this.volumes = new Volumes(this.http);
+    this.pools = new Pools(this.http);
   }
 
   /** `GET /healthz`: resolves when the server is up. */
@@ -92,6 +101,7 @@ export class Sandboxes {
     const query = new URLSearchParams();
     if (options.status !== undefined) query.append("status", options.status);
     if (options.template !== undefined) query.append("template", options.template);
+    if (options.pool !== undefined) query.append("pool", options.pool);
     for (const [key, value] of Object.entries(options.metadata ?? {})) query.append(`metadata.${key}`, value);
     const result = await this.http.request<{ sandboxes: SandboxInfo[] } | SandboxInfo[]>("GET", "/v1/sandboxes", { query });
     const infos = Array.isArray(result) ? result : (result?.sandboxes ?? []);

@@ -17,6 +17,20 @@
  */
 export { Agentbox, Sandboxes, DEFAULT_URL, type AgentboxOptions, type ListSandboxesOptions, type Health } from "./client.js";
 export { Sandbox, type SandboxInfo, type ExecOptions, type StartProcessOptions } from "./sandbox.js";
+export {
+  Templates,
+  Volumes,
+  Pools,
+  type Template,
+  type Volume,
+  type Pool,
+  type CreateTemplateRequest,
+  type PatchTemplateRequest,
+  type CreateVolumeRequest,
+  type CreatePoolRequest,
+  type PatchPoolRequest,
+  type WaitForTemplateOptions,
+} from "./templates.js";
 export { Files, type FileEntry, type WatchEvent, type WatchHandle, type WriteOptions, type TransferOptions } from "./files.js";
 export { Session, type SessionInfo, type SessionExecOptions, type CreateSessionRequest } from "./session.js";
 export { Terminals, Terminal, TerminalConnection, type TerminalInfo, type TerminalExit, type CreateTerminalRequest } from "./terminal.js";
@@ -58,5 +72,8 @@ export type {
   ExecResult,
   ErrorCode,
   SandboxStatus,
+  SandboxUsage,
+  VolumeMount,
+  ImportProgress,
   ExitReason,
 } from "@agentbox/protocol";

@@ -1,5 +1,5 @@
 /** A handle on one sandbox: its last known state plus the calls that act on it. */
-import type { ExecRequest, ExecResult, Sandbox as SandboxInfo } from "@agentbox/protocol";
+import type { ExecRequest, ExecResult, Sandbox as SandboxInfo, Template } from "@agentbox/protocol";
 import { isAgentboxError } from "./errors.js";
 import type { HttpTransport } from "./http.js";
 import { ProcessHandle, type AttachOptions, type ProcessOffsets } from "./process-handle.js";
@@ -193,7 +193,24 @@ export class Sandbox {
     return this.current;
   }
 
-  /** Fetch the current state from the server. */
+  /** Freeze every process of the sandbox (its TTL keeps running); commands are refused until `resume`. */
+  async pause(): Promise<SandboxInfo> {
+    this.current = await this.http.request<SandboxInfo>("POST", `${this.path}/pause`, { body: {} });
+    return this.current;
+  }
+
+  /** Thaw a paused sandbox: its processes continue where they stopped. */
+  async resume(): Promise<SandboxInfo> {
+    this.current = await this.http.request<SandboxInfo>("POST", `${this.path}/resume`, { body: {} });
+    return this.current;
+  }
+
+  /** Save the sandbox's filesystem as a new template (layered on the sandbox's own template). */
+  snapshot(template: string): Promise<Template> {
+    return this.http.request<Template>("POST", `${this.path}/snapshot`, { body: { template } });
+  }
+
+  /** Fetch the current state from the server (with live `usage` while it runs or is paused). */
   async refresh(): Promise<SandboxInfo> {
     this.current = await this.http.request<SandboxInfo>("GET", this.path);
     return this.current;

@@ -5,19 +5,20 @@
 import { randomBytes } from "node:crypto";
 import {
   AgentboxError,
-  parseBytes,
-  parseCpu,
+  MAX_TIMEOUT_SECONDS,
   type CreateSandboxRequest,
   type ExecRequest,
   type ExecResult,
   type ListSandboxesQuery,
   type Sandbox,
   type SandboxStatus,
+  type Template,
+  type VolumeMount,
 } from "@agentbox/protocol";
 import type { RuntimeClient } from "@agentbox/runtime";
 import type { RuntimeLink } from "./runtime-link.js";
 import type { SandboxRecord, Store } from "./store.js";
-import { findTemplate, type Template } from "./templates.js";
+import type { EffectiveTemplate, TemplateService } from "./template-service.js";
 
 const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -41,11 +42,21 @@ export function toSandbox(r: SandboxRecord): Sandbox {
   };
   if (r.statusMessage) s.statusMessage = r.statusMessage;
   if (r.limitsOff.length > 0) s.limitsOff = r.limitsOff;
+  if (r.pool) s.pool = r.pool;
+  if (r.volumeMounts.length > 0) s.volumeMounts = r.volumeMounts;
+  if (r.pausedAt && r.status === "paused") s.pausedAt = r.pausedAt;
   return s;
 }
 
-type ParsedCreate = Required<Pick<CreateSandboxRequest, "template" | "timeoutSeconds" | "env" | "metadata" | "wait">> &
-  Pick<CreateSandboxRequest, "pool" | "volumeMounts">;
+type ParsedCreate = Required<Pick<CreateSandboxRequest, "timeoutSeconds" | "env" | "metadata" | "wait">> &
+  Pick<CreateSandboxRequest, "template" | "pool" | "volumeMounts">;
+
+/** Template mounts, then the request's: a path given by both takes the request's. */
+function mergeMounts(fromTemplate: VolumeMount[], fromRequest: VolumeMount[] = []): VolumeMount[] {
+  const byPath = new Map<string, VolumeMount>();
+  for (const m of [...fromTemplate, ...fromRequest]) byPath.set(m.path.replace(/\/+$/, ""), m);
+  return [...byPath.values()];
+}
 
 export class SandboxService {
   private readonly inFlight = new Map<string, Promise<void>>();
@@ -53,14 +64,18 @@ export class SandboxService {
   constructor(
     private readonly store: Store,
     private readonly runtime: RuntimeLink,
+    private readonly templates: TemplateService,
+    private readonly volumeExists: (name: string) => boolean,
     private readonly log: (message: string) => void,
   ) {}
 
-  async create(req: ParsedCreate): Promise<Sandbox> {
-    if (req.pool !== undefined) throw new AgentboxError("NOT_FOUND", `pool ${req.pool} does not exist`, { field: "pool" });
-    if (req.volumeMounts?.length) throw new AgentboxError("NOT_FOUND", `volume ${req.volumeMounts[0]!.volume} does not exist`, { field: "volumeMounts" });
-    const template = findTemplate(req.template);
-    if (!template) throw new AgentboxError("NOT_FOUND", `template ${req.template} does not exist`, { field: "template" });
+  /** Create a sandbox of a template (`pool` marks one made idle for that pool). */
+  async create(req: ParsedCreate, pool?: { name: string; idle: boolean }): Promise<Sandbox> {
+    const template = this.templates.effective(req.template ?? "default");
+    const mounts = mergeMounts(template.volumeMounts, req.volumeMounts);
+    mounts.forEach((m) => {
+      if (!this.volumeExists(m.volume)) throw new AgentboxError("NOT_FOUND", `volume ${m.volume} does not exist`, { field: "volumeMounts", volume: m.volume });
+    });
     const now = new Date();
     const record: SandboxRecord = {
       id: newSandboxId(),
@@ -68,13 +83,18 @@ export class SandboxService {
       status: "provisioning",
       statusMessage: undefined,
       createdAt: now.toISOString(),
-      expiresAt: new Date(now.getTime() + req.timeoutSeconds * 1000).toISOString(),
+      // Idle pool sandboxes wait without a deadline; claiming one sets it.
+      expiresAt: new Date(now.getTime() + (pool?.idle ? MAX_TIMEOUT_SECONDS : req.timeoutSeconds) * 1000).toISOString(),
       metadata: req.metadata,
       env: { ...template.env, ...req.env },
       resources: template.resources,
       network: template.network,
       limitsOff: [],
       workdir: template.workdir,
+      pool: pool?.name,
+      claimed: !pool?.idle,
+      volumeMounts: mounts,
+      pausedAt: undefined,
     };
     this.store.insertSandbox(record);
     const provisioning = this.provision(record, template).finally(() => this.inFlight.delete(record.id));
@@ -83,18 +103,15 @@ export class SandboxService {
     return this.get(record.id);
   }
 
-  private async provision(record: SandboxRecord, template: Template): Promise<void> {
+  private async provision(record: SandboxRecord, template: EffectiveTemplate): Promise<void> {
     try {
       const created = await this.runtime.request("sandbox.create", {
         id: record.id,
         image: template.image,
         workdir: template.workdir,
-        limits: {
-          memoryBytes: parseBytes(template.resources.memory)!,
-          cpu: parseCpu(template.resources.cpu)!,
-          pids: template.resources.pids,
-          storageBytes: parseBytes(template.resources.storage)!,
-        },
+        user: template.user,
+        mounts: record.volumeMounts,
+        limits: template.limits,
       });
       // A delete that arrived while we were provisioning wins.
       if (this.store.getSandbox(record.id)?.status !== "provisioning") {
@@ -112,6 +129,11 @@ export class SandboxService {
     }
   }
 
+  /** Settles when a create in flight has settled. */
+  settled(id: string): Promise<void> {
+    return this.inFlight.get(id) ?? Promise.resolve();
+  }
+
   private record(id: string): SandboxRecord {
     const r = this.store.getSandbox(id);
     if (!r) throw new AgentboxError("SANDBOX_NOT_FOUND", `sandbox ${id} does not exist`, { id });
@@ -122,8 +144,22 @@ export class SandboxService {
     return toSandbox(this.record(id));
   }
 
-  list(query: ListSandboxesQuery): Sandbox[] {
-    const filter: { status?: SandboxStatus; template?: string; metadata?: Record<string, string> } = {};
+  /** The sandbox with its live resource use (when it is running or paused). */
+  async describe(id: string): Promise<Sandbox> {
+    const r = this.record(id);
+    const out = toSandbox(r);
+    if (r.status === "ready" || r.status === "paused") {
+      const usage = await this.runtime.request("sandbox.usage", { id }).catch(() => undefined);
+      if (usage) out.usage = usage;
+    }
+    return out;
+  }
+
+  /** Sandboxes handed to users; with `pool`, that pool's (idle ones included). */
+  list(query: ListSandboxesQuery & { pool?: string }): Sandbox[] {
+    const filter: { status?: SandboxStatus; template?: string; metadata?: Record<string, string>; pool?: string; claimed?: boolean } = {};
+    if (query.pool !== undefined) filter.pool = query.pool;
+    else filter.claimed = true;
     if (query.status) filter.status = query.status;
     if (query.template) filter.template = query.template;
     if (query.metadata) filter.metadata = query.metadata;
@@ -158,6 +194,39 @@ export class SandboxService {
     return r;
   }
 
+  // ---------------------------------------------------------------- lifecycle
+
+  /** Freeze every process of a ready sandbox. Its TTL keeps running while it is paused. */
+  async pause(id: string): Promise<Sandbox> {
+    const r = this.record(id);
+    if (r.status === "paused") throw new AgentboxError("CONFLICT", `sandbox ${id} is already paused`, { id, status: r.status });
+    this.requireReady(id);
+    await this.runtime.request("sandbox.pause", { id });
+    this.store.setPaused(id, new Date().toISOString());
+    return this.get(id);
+  }
+
+  async resume(id: string): Promise<Sandbox> {
+    const r = this.record(id);
+    if (r.status === "ready") throw new AgentboxError("CONFLICT", `sandbox ${id} is not paused`, { id, status: r.status });
+    if (r.status !== "paused") {
+      throw new AgentboxError("SANDBOX_NOT_READY", `sandbox ${id} is ${r.status}; only a paused sandbox can be resumed`, { id, status: r.status });
+    }
+    await this.runtime.request("sandbox.resume", { id });
+    this.store.setPaused(id, undefined);
+    return this.get(id);
+  }
+
+  /** Turn a ready or paused sandbox's filesystem into a new template layered on its own. */
+  async snapshot(id: string, templateName: string): Promise<Template> {
+    const r = this.record(id);
+    if (r.status !== "paused") this.requireReady(id);
+    if (this.templates.exists(templateName)) throw new AgentboxError("CONFLICT", `template ${templateName} already exists`, { template: templateName });
+    const { layer } = await this.runtime.request("sandbox.snapshot", { id });
+    if (this.templates.exists(templateName)) throw new AgentboxError("CONFLICT", `template ${templateName} already exists`, { template: templateName });
+    return this.templates.fromSnapshot(templateName, r.template, layer);
+  }
+
   async exec(id: string, request: ExecRequest): Promise<ExecResult> {
     const r = this.requireReady(id);
     return this.runtime.request("sandbox.exec", { sandboxId: id, request, env: r.env, defaultCwd: r.workdir });
@@ -183,8 +252,10 @@ export class SandboxService {
     for (const r of this.store.listSandboxes()) {
       if (this.inFlight.has(r.id)) continue;
       const held = live.get(r.id);
-      if (r.status === "ready" && (!held || held.status !== "ready")) {
+      if ((r.status === "ready" || r.status === "paused") && (!held || held.status === "failed")) {
         this.store.setStatus(r.id, "failed", "lost: the runtime holding this sandbox stopped");
+      } else if ((r.status === "ready" || r.status === "paused") && held && held.status !== r.status) {
+        this.store.setPaused(r.id, held.status === "paused" ? new Date().toISOString() : undefined);
       } else if (r.status === "provisioning") {
         if (held?.status === "ready") this.store.setStatus(r.id, "ready", undefined, held.limitsOff);
         else this.store.setStatus(r.id, "failed", "lost: the server stopped while the sandbox was being created");

@@ -26,6 +26,12 @@ import { RuntimeLink } from "./runtime-link.js";
 import { sandboxRoutes } from "./routes/sandboxes.js";
 import { SandboxService } from "./sandbox-service.js";
 import { Store } from "./store.js";
+import { TemplateService } from "./template-service.js";
+import { VolumeService } from "./volume-service.js";
+import { PoolService } from "./pool-service.js";
+import { templateRoutes } from "./routes/templates.js";
+import { volumeRoutes } from "./routes/volumes.js";
+import { poolRoutes } from "./routes/pools.js";
 
 export const SERVER_VERSION = "0.1.0";
 
@@ -61,7 +67,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const store = new Store(config.dataDir);
   let sandboxes!: SandboxService;
   const runtime = new RuntimeLink(config.dataDir, (client) => sandboxes.reconcile(client));
-  sandboxes = new SandboxService(store, runtime, log);
+  const templates = new TemplateService(store, runtime, log);
+  templates.ensureDefault();
+  const volumes = new VolumeService(store, runtime);
+  sandboxes = new SandboxService(store, runtime, templates, (name) => volumes.exists(name), log);
+  const pools = new PoolService(store, templates, sandboxes, log);
   const metrics = new Metrics();
   let runtimeUp = false;
   let ready = false;
@@ -72,7 +82,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     send(res, 200, metrics.render(sandboxes.counts(), runtimeUp), "text/plain; version=0.0.4");
     return undefined;
   });
-  sandboxRoutes(router, sandboxes, metrics);
+  sandboxRoutes(router, sandboxes, pools, metrics);
+  templateRoutes(router, templates, pools);
+  volumeRoutes(router, volumes);
+  poolRoutes(router, pools);
   const processes = new ProcessService(sandboxes, runtime);
   processRoutes(router, processes);
   sessionRoutes(router, new SessionService(sandboxes, runtime));
@@ -177,6 +190,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   }
   ready = true;
   runtimeUp = true;
+  templates.resumeProvisioning();
+  pools.start();
 
   const reaper = setInterval(() => {
     void sandboxes
@@ -199,6 +214,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     dataDir: config.dataDir,
     close: async () => {
       clearInterval(reaper);
+      pools.stop();
       sockets.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -4,7 +4,7 @@
  */
 import Database from "better-sqlite3";
 import { join } from "node:path";
-import type { NetworkPolicy, Resources, SandboxStatus } from "@agentbox/protocol";
+import type { NetworkPolicy, PreparedImage, Resources, SandboxStatus, TemplateStatus, VolumeMount } from "@agentbox/protocol";
 
 export interface SandboxRecord {
   id: string;
@@ -19,6 +19,47 @@ export interface SandboxRecord {
   network: NetworkPolicy;
   limitsOff: string[];
   workdir: string;
+  /** The pool that made it; `claimed` false while it waits idle in that pool. */
+  pool: string | undefined;
+  claimed: boolean;
+  volumeMounts: VolumeMount[];
+  pausedAt: string | undefined;
+}
+
+/** A template as stored: the user's spec plus what importing its image gave. */
+export interface TemplateRecord {
+  name: string;
+  image: string;
+  resources: Resources;
+  volumeMounts: VolumeMount[];
+  env: Record<string, string>;
+  network: NetworkPolicy;
+  /** As given (undefined: the image's default, else "user"). */
+  user: string | undefined;
+  /** As given (undefined: the image's WorkingDir, else "/workspace"). */
+  workdir: string | undefined;
+  status: TemplateStatus;
+  statusMessage: string | undefined;
+  /** The imported image (undefined until ready). */
+  prepared: PreparedImage | undefined;
+  /** For snapshots: the template it was layered on, and its own layers on top of the parent's. */
+  parent: string | undefined;
+  extraLayers: string[];
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface VolumeRecord {
+  name: string;
+  size: string;
+  createdAt: string;
+}
+
+export interface PoolRecord {
+  name: string;
+  template: string;
+  replicas: number;
+  createdAt: string;
 }
 
 interface Row {
@@ -34,6 +75,10 @@ interface Row {
   network: string;
   limits_off: string;
   workdir: string;
+  pool: string | null;
+  claimed: number;
+  volume_mounts: string;
+  paused_at: string | null;
 }
 
 const SCHEMA = `
@@ -53,7 +98,18 @@ CREATE TABLE IF NOT EXISTS sandboxes (
 );
 CREATE INDEX IF NOT EXISTS sandboxes_status ON sandboxes(status);
 CREATE INDEX IF NOT EXISTS sandboxes_expires ON sandboxes(expires_at);
+CREATE TABLE IF NOT EXISTS templates (name TEXT PRIMARY KEY, spec TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS volumes (name TEXT PRIMARY KEY, size TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY, template TEXT NOT NULL, replicas INTEGER NOT NULL, created_at TEXT NOT NULL);
 `;
+
+/** Columns added to `sandboxes` after its first version: added to older databases on open. */
+const SANDBOX_COLUMNS: Array<[string, string]> = [
+  ["pool", "TEXT"],
+  ["claimed", "INTEGER NOT NULL DEFAULT 1"],
+  ["volume_mounts", "TEXT NOT NULL DEFAULT '[]'"],
+  ["paused_at", "TEXT"],
+];
 
 function fromRow(r: Row): SandboxRecord {
   return {
@@ -69,6 +125,10 @@ function fromRow(r: Row): SandboxRecord {
     network: JSON.parse(r.network) as NetworkPolicy,
     limitsOff: JSON.parse(r.limits_off) as string[],
     workdir: r.workdir,
+    pool: r.pool ?? undefined,
+    claimed: r.claimed !== 0,
+    volumeMounts: JSON.parse(r.volume_mounts) as VolumeMount[],
+    pausedAt: r.paused_at ?? undefined,
   };
 }
 
@@ -87,17 +147,26 @@ export class Store {
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = NORMAL");
     this.db.exec(SCHEMA);
+    const have = new Set((this.db.prepare("PRAGMA table_info(sandboxes)").all() as Array<{ name: string }>).map((c) => c.name));
+    for (const [name, type] of SANDBOX_COLUMNS) if (!have.has(name)) this.db.exec(`ALTER TABLE sandboxes ADD COLUMN ${name} ${type}`);
+    this.db.exec("CREATE INDEX IF NOT EXISTS sandboxes_pool ON sandboxes(pool, claimed)");
   }
 
   insertSandbox(s: SandboxRecord): void {
     this.db
       .prepare(
-        `INSERT INTO sandboxes (id, template, status, status_message, created_at, expires_at, metadata, env, resources, network, limits_off, workdir)
-         VALUES (@id, @template, @status, @statusMessage, @createdAt, @expiresAt, @metadata, @env, @resources, @network, @limitsOff, @workdir)`,
+        `INSERT INTO sandboxes (id, template, status, status_message, created_at, expires_at, metadata, env, resources, network, limits_off, workdir,
+           pool, claimed, volume_mounts, paused_at)
+         VALUES (@id, @template, @status, @statusMessage, @createdAt, @expiresAt, @metadata, @env, @resources, @network, @limitsOff, @workdir,
+           @pool, @claimed, @volumeMounts, @pausedAt)`,
       )
       .run({
         ...s,
         statusMessage: s.statusMessage ?? null,
+        pool: s.pool ?? null,
+        claimed: s.claimed ? 1 : 0,
+        volumeMounts: JSON.stringify(s.volumeMounts),
+        pausedAt: s.pausedAt ?? null,
         metadata: JSON.stringify(s.metadata),
         env: JSON.stringify(s.env),
         resources: JSON.stringify(s.resources),
@@ -111,9 +180,14 @@ export class Store {
     return row ? fromRow(row) : undefined;
   }
 
-  listSandboxes(filter: { status?: SandboxStatus; template?: string; metadata?: Record<string, string> } = {}): SandboxRecord[] {
+  listSandboxes(filter: { status?: SandboxStatus; template?: string; metadata?: Record<string, string>; pool?: string; claimed?: boolean } = {}): SandboxRecord[] {
     const where: string[] = [];
     const args: unknown[] = [];
+    if (filter.pool !== undefined) {
+      where.push("pool = ?");
+      args.push(filter.pool);
+    }
+    if (filter.claimed !== undefined) where.push(filter.claimed ? "claimed = 1" : "claimed = 0");
     if (filter.status) {
       where.push("status = ?");
       args.push(filter.status);
@@ -142,6 +216,25 @@ export class Store {
     }
   }
 
+  setPaused(id: string, pausedAt: string | undefined): void {
+    this.db.prepare("UPDATE sandboxes SET status = ?, paused_at = ? WHERE id = ?").run(pausedAt ? "paused" : "ready", pausedAt ?? null, id);
+  }
+
+  /**
+   * Hand the oldest idle ready sandbox of `pool` to a caller: one statement, so two
+   * claims can never get the same sandbox.
+   */
+  claimFromPool(pool: string, update: { expiresAt: string; metadata: Record<string, string>; env: Record<string, string> }): SandboxRecord | undefined {
+    const row = this.db
+      .prepare(
+        `UPDATE sandboxes SET claimed = 1, expires_at = @expiresAt, metadata = @metadata, env = json_patch(env, @env)
+         WHERE id = (SELECT id FROM sandboxes WHERE pool = @pool AND claimed = 0 AND status = 'ready' ORDER BY created_at, id LIMIT 1)
+         RETURNING *`,
+      )
+      .get({ pool, expiresAt: update.expiresAt, metadata: JSON.stringify(update.metadata), env: JSON.stringify(update.env) }) as Row | undefined;
+    return row ? fromRow(row) : undefined;
+  }
+
   setExpiry(id: string, expiresAt: string): void {
     this.db.prepare("UPDATE sandboxes SET expires_at = ? WHERE id = ?").run(expiresAt, id);
   }
@@ -155,6 +248,64 @@ export class Store {
   /** Forget deleted sandboxes older than `before`. */
   purgeDeleted(before: string): number {
     return this.db.prepare("DELETE FROM sandboxes WHERE status = 'deleted' AND expires_at <= ?").run(before).changes;
+  }
+
+  // ---------------------------------------------------------------- templates, volumes, pools
+
+  putTemplate(t: TemplateRecord): void {
+    this.db
+      .prepare("INSERT INTO templates (name, spec, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET spec = excluded.spec")
+      .run(t.name, JSON.stringify(t), t.createdAt);
+  }
+
+  getTemplate(name: string): TemplateRecord | undefined {
+    const row = this.db.prepare("SELECT spec FROM templates WHERE name = ?").get(name) as { spec: string } | undefined;
+    return row ? (JSON.parse(row.spec) as TemplateRecord) : undefined;
+  }
+
+  listTemplates(): TemplateRecord[] {
+    return (this.db.prepare("SELECT spec FROM templates ORDER BY created_at, name").all() as Array<{ spec: string }>).map((r) => JSON.parse(r.spec) as TemplateRecord);
+  }
+
+  deleteTemplate(name: string): boolean {
+    return this.db.prepare("DELETE FROM templates WHERE name = ?").run(name).changes > 0;
+  }
+
+  insertVolume(v: VolumeRecord): void {
+    this.db.prepare("INSERT INTO volumes (name, size, created_at) VALUES (?, ?, ?)").run(v.name, v.size, v.createdAt);
+  }
+
+  getVolume(name: string): VolumeRecord | undefined {
+    const row = this.db.prepare("SELECT name, size, created_at AS createdAt FROM volumes WHERE name = ?").get(name) as VolumeRecord | undefined;
+    return row;
+  }
+
+  listVolumes(): VolumeRecord[] {
+    return this.db.prepare("SELECT name, size, created_at AS createdAt FROM volumes ORDER BY created_at, name").all() as VolumeRecord[];
+  }
+
+  deleteVolume(name: string): boolean {
+    return this.db.prepare("DELETE FROM volumes WHERE name = ?").run(name).changes > 0;
+  }
+
+  putPool(p: PoolRecord): void {
+    this.db
+      .prepare(
+        "INSERT INTO pools (name, template, replicas, created_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET template = excluded.template, replicas = excluded.replicas",
+      )
+      .run(p.name, p.template, p.replicas, p.createdAt);
+  }
+
+  getPool(name: string): PoolRecord | undefined {
+    return this.db.prepare("SELECT name, template, replicas, created_at AS createdAt FROM pools WHERE name = ?").get(name) as PoolRecord | undefined;
+  }
+
+  listPools(): PoolRecord[] {
+    return this.db.prepare("SELECT name, template, replicas, created_at AS createdAt FROM pools ORDER BY created_at, name").all() as PoolRecord[];
+  }
+
+  deletePool(name: string): boolean {
+    return this.db.prepare("DELETE FROM pools WHERE name = ?").run(name).changes > 0;
   }
 
   countByStatus(): Record<string, number> {

@@ -39,7 +39,12 @@ describe("sandbox lifecycle", () => {
     assert.ok(Date.parse(s.createdAt) >= before - 1000);
     const got = await h.api("GET", `/v1/sandboxes/${s.id}`);
     assert.equal(got.status, 200);
-    assert.deepEqual(got.body, s);
+    // GET adds live resource use: nothing runs yet but the namespace holder.
+    const { usage, ...rest } = got.body;
+    assert.deepEqual(rest, s);
+    assert.equal(usage.processes, 3); // bubblewrap, its init (pid 1 inside) and the holder
+    assert.equal(typeof usage.cpuSeconds, "number");
+    assert.ok(usage.memoryBytes > 0);
   });
 
   test("default timeout is one hour", async () => {

@@ -1,8 +1,10 @@
 /** `agentbox sandbox …`: create, list, inspect, delete sandboxes and change their timeout. */
 import { Command, Option } from "commander";
-import type { Sandbox, SandboxInfo } from "@agentbox/sdk";
+import type { Sandbox, SandboxInfo, VolumeMount } from "@agentbox/sdk";
 import { action, collectKeyValue, parsePositiveInt } from "../context.js";
 import { CliError, describeError, printFields, printJson, printLine, printTable } from "../output.js";
+import { formatBytes } from "../progress.js";
+import { collectVolume } from "./template.js";
 
 const STATUSES = ["provisioning", "ready", "paused", "failed", "deleted"] as const;
 
@@ -29,6 +31,14 @@ function printSandbox(info: SandboxInfo): void {
     ["NETWORK", info.network ? [info.network.mode, ...(info.network.allow ?? [])].join(" ") : undefined],
     ["METADATA", formatMap(info.metadata)],
     ["LIMITS OFF", info.limitsOff && info.limitsOff.length > 0 ? info.limitsOff.join(", ") : undefined],
+    ["VOLUMES", info.volumeMounts?.length ? info.volumeMounts.map((m) => `${m.volume}:${m.path}${m.readOnly ? ":ro" : ""}`).join(", ") : undefined],
+    ["PAUSED AT", info.pausedAt],
+    [
+      "USAGE",
+      info.usage
+        ? `memory=${formatBytes(info.usage.memoryBytes)} cpu=${info.usage.cpuSeconds.toFixed(2)}s disk=${formatBytes(info.usage.diskBytes)} processes=${info.usage.processes}`
+        : undefined,
+    ],
   ]);
 }
 
@@ -57,6 +67,7 @@ Examples:
     .option("-e, --env <KEY=VALUE>", "environment variable for every command in the sandbox (repeatable)", collectKeyValue)
     .option("-m, --metadata <KEY=VALUE>", "metadata label, usable as a filter in `sandbox list` (repeatable)", collectKeyValue)
     .option("--pool <name>", "claim an idle sandbox from this pool instead")
+    .option("-v, --volume <VOLUME:/path[:ro]>", "mount a volume (repeatable; add :ro for read-only)", collectVolume)
     .option("--no-wait", "return at once while the sandbox is still provisioning")
     .addHelpText(
       "after",
@@ -66,16 +77,19 @@ A sandbox whose creation failed is reported as an error (exit code 1).
 Examples:
   $ agentbox sandbox create
   $ SB=$(agentbox sandbox create --timeout 600 --metadata owner=alice)
-  $ agentbox sandbox create --template py --env PIP_INDEX_URL=http://mirror/simple --json`,
+  $ agentbox sandbox create --template py --env PIP_INDEX_URL=http://mirror/simple --json
+  $ agentbox sandbox create --pool warm                  # an idle sandbox of the pool, at once
+  $ agentbox sandbox create --volume cache:/cache --volume refs:/refs:ro`,
     )
     .action(
-      action(async (ctx, opts: { template?: string; timeout?: number; env?: Record<string, string>; metadata?: Record<string, string>; pool?: string; wait: boolean }) => {
+      action(async (ctx, opts: { template?: string; timeout?: number; env?: Record<string, string>; metadata?: Record<string, string>; pool?: string; volume?: VolumeMount[]; wait: boolean }) => {
         const sb = await ctx.client().sandboxes.create({
           ...(opts.template !== undefined && { template: opts.template }),
           ...(opts.timeout !== undefined && { timeoutSeconds: opts.timeout }),
           ...(opts.env !== undefined && { env: opts.env }),
           ...(opts.metadata !== undefined && { metadata: opts.metadata }),
           ...(opts.pool !== undefined && { pool: opts.pool }),
+          ...(opts.volume !== undefined && { volumeMounts: opts.volume }),
           ...(!opts.wait && { wait: false }),
         });
         if (ctx.json) {
@@ -195,6 +209,51 @@ Examples:
         const info = await ctx.client().sandboxes.setTimeout(id, seconds);
         if (ctx.json) printJson(info);
         else printLine(`${info.id} expires at ${info.expiresAt}`);
+      }),
+    );
+
+  sandbox
+    .command("pause")
+    .description("Freeze every process of a sandbox (commands are refused until resume; its timeout keeps running)")
+    .argument("<id>", "sandbox id")
+    .action(
+      action(async (ctx, id: string) => {
+        const info = await (await ctx.client().sandboxes.get(id)).pause();
+        if (ctx.json) printJson(info);
+        else printLine(`${info.id} ${info.status}`);
+      }),
+    );
+
+  sandbox
+    .command("resume")
+    .description("Thaw a paused sandbox: its processes continue where they stopped")
+    .argument("<id>", "sandbox id")
+    .action(
+      action(async (ctx, id: string) => {
+        const info = await (await ctx.client().sandboxes.get(id)).resume();
+        if (ctx.json) printJson(info);
+        else printLine(`${info.id} ${info.status}`);
+      }),
+    );
+
+  sandbox
+    .command("snapshot")
+    .description("Save a sandbox's filesystem as a new template, layered on the sandbox's own template")
+    .argument("<id>", "sandbox id")
+    .argument("<template>", "name of the new template")
+    .addHelpText(
+      "after",
+      `
+The sandbox is frozen while its files are copied, then continues.
+
+Examples:
+  $ agentbox sandbox snapshot sb-1234 my-env && agentbox sandbox create --template my-env`,
+    )
+    .action(
+      action(async (ctx, id: string, template: string) => {
+        const t = await (await ctx.client().sandboxes.get(id)).snapshot(template);
+        if (ctx.json) printJson(t);
+        else printLine(t.name);
       }),
     );
 

@@ -43,6 +43,9 @@ export class Router<H = Handler> {
   put(pattern: string, handler: H): this {
     return this.add("PUT", pattern, handler);
   }
+  patch(pattern: string, handler: H): this {
+    return this.add("PATCH", pattern, handler);
+  }
   delete(pattern: string, handler: H): this {
     return this.add("DELETE", pattern, handler);
   }
