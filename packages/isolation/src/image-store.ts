@@ -248,7 +248,7 @@ export class ImageStore {
     if (hex === undefined) return undefined;
     this.pin(hex);
     pinned.push(hex);
-    await this.inflight.get(hex)?.catch(() => undefined);
+    await this.inflight.get(hex);
     return this.layerPath(digest) !== undefined ? hex : undefined;
   }
 
@@ -257,7 +257,11 @@ export class ImageStore {
     const known = expected !== undefined ? digestHex(expected) : undefined;
     const work = this.unpackRef(ref, compression, expected, progress, pinned);
     if (known === undefined) return work;
-    const done = work.then(() => undefined);
+    // Waiters only need to know it is over: they look for the layer on disk again.
+    const done = work.then(
+      () => undefined,
+      () => undefined,
+    );
     this.inflight.set(known, done);
     try {
       return await work;

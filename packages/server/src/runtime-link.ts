@@ -64,7 +64,21 @@ export class RuntimeLink {
     this.closed = true;
     const client = this.client;
     if (!client?.connected) return;
-    if (stopRuntime) await client.request("runtime.shutdown", {}).catch(() => undefined);
+    if (stopRuntime) {
+      const lost = new Promise<void>((resolve) => {
+        const previous = client.onClose;
+        client.onClose = () => {
+          previous?.();
+          resolve();
+        };
+      });
+      await client.request("runtime.shutdown", {}).catch(() => undefined);
+      // The runtime answers, removes its sandboxes and then exits, dropping the connection:
+      // wait for that, so a server started next on this data dir cannot reach the old runtime.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([lost, new Promise((r) => (timer = setTimeout(r, 30_000)))]);
+      clearTimeout(timer);
+    }
     client.close();
   }
 }
