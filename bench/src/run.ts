@@ -7,6 +7,8 @@
  *   (g) session exec round trip of `true` vs a stateless exec of `true`
  *   (h) keystroke echo through the terminal WebSocket vs a raw local PTY
  *   (i) file upload and download through the SDK vs `cat src | cat > dst`, and server RSS meanwhile
+ *   (j) claim from a warm pool, create from a 3-layer OCI template vs from `host`, pause + resume
+ *       of a sandbox running 50 processes
  * Options: --quick (fewer iterations), --json (machine-readable result), --sandboxes N,
  * --only a,g,h (run just those sections).
  */
@@ -19,6 +21,7 @@ import { agentboxKeystrokes, rawPtyKeystrokes } from "./terminals.js";
 import { bigDownload, bigUpload, filesThroughput } from "./files.js";
 import { concurrentStreams, firstChunkLatency, rawPipeThroughput, sdkThroughput } from "./streams.js";
 import { fmt, interleave, mib, summarize, type Summary } from "./stats.js";
+import { ociCreates, pauseResume, poolClaims } from "./lifecycle.js";
 
 const { values } = parseArgs({
   options: { quick: { type: "boolean" }, json: { type: "boolean" }, sandboxes: { type: "string" }, only: { type: "string" } },
@@ -195,6 +198,29 @@ try {
     const bigUp = await bigUpload(warm, server.pid, runtimePid);
     log(`  900 MiB upload: ${(bigUp.bytes / 2 ** 20).toFixed(0)} MiB in ${(bigUp.ms / 1000).toFixed(1)} s; server RSS growth ${mib(bigUp.serverRssGrowth)}, runtime RSS growth ${mib(bigUp.runtimeRssGrowth)}`);
     results.files = { ...f, uploadRatio: up, downloadRatio: down, bigDownload: big, bigUpload: bigUp, met: up >= 0.5 && down >= 0.5 && rssOk };
+  }
+
+  if (want("j")) {
+    log("");
+    const claims = await poolClaims(client, quick ? 20 : 60);
+    const claim = summarize(claims.claim);
+    const health = summarize(claims.health);
+    log("(j) templates, pools, pause/resume (at the API, SDK over HTTP)");
+    log(`  claim from a pool  p50 ${fmt(claim.p50)}  p95 ${fmt(claim.p95)}  (n=${claim.n}; GET /healthz p50 ${fmt(health.p50)}, ratio ${(claim.p50 / health.p50).toFixed(2)}x)  (target p50 <= 2 ms: ${claim.p50 <= 2 ? "met" : "MISSED"})`);
+    const creates = await ociCreates(client, quick ? 8 : 20);
+    const oci = summarize(creates.oci);
+    const host = summarize(creates.host);
+    const ratio = oci.p50 / host.p50;
+    log(`  create from a 3-layer OCI template  p50 ${fmt(oci.p50)}  p95 ${fmt(oci.p95)}  vs from host p50 ${fmt(host.p50)}  ratio ${ratio.toFixed(2)}x  (target <= 2x: ${ratio <= 2 ? "met" : "MISSED"}; import took ${fmt(creates.importMs)})`);
+    const pr = await pauseResume(client, quick ? 20 : 60);
+    const p = summarize(pr.pauseResume);
+    const h2 = summarize(pr.health);
+    log(`  pause + resume, 50 processes  p50 ${fmt(p.p50)}  p95 ${fmt(p.p95)}  (two GET /healthz p50 ${fmt(h2.p50)}, ratio ${(p.p50 / h2.p50).toFixed(2)}x)  (target p50 <= 20 ms: ${p.p50 <= 20 ? "met" : "MISSED"})`);
+    results.lifecycle = {
+      poolClaim: { agentbox: claim, health, met: claim.p50 <= 2 },
+      ociCreate: { oci, host, ratioP50: ratio, importMs: creates.importMs, met: ratio <= 2 },
+      pauseResume: { agentbox: p, health: h2, met: p.p50 <= 20 },
+    };
   }
 
   await warm.delete();

@@ -18,11 +18,17 @@ export async function time(fn: () => Promise<unknown>): Promise<number> {
   return performance.now() - t;
 }
 
-/** Run `a` and `b` alternately, `n` times each, so machine noise hits both alike. */
-export async function interleave(n: number, a: () => Promise<unknown>, b: () => Promise<unknown>): Promise<[number[], number[]]> {
+/** Run `a` and `b` alternately, `n` times each, so machine noise hits both alike (`between`, untimed, before each `a`). */
+export async function interleave(
+  n: number,
+  a: () => Promise<unknown>,
+  b: () => Promise<unknown>,
+  between?: () => Promise<unknown>,
+): Promise<[number[], number[]]> {
   const as: number[] = [];
   const bs: number[] = [];
   for (let i = 0; i < n; i++) {
+    await between?.();
     as.push(await time(a));
     bs.push(await time(b));
   }

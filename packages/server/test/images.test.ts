@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { startHarness, type Harness } from "./harness.js";
-import { buildTestImages, busyboxRootfs, type TestImages } from "./oci-fixtures.js";
+import { buildTestImages, busyboxRootfs, type TestImages } from "@agentbox/isolation/test-images";
 
 describe("images", () => {
   let h: Harness;

@@ -1,5 +1,6 @@
 /**
- * OCI images for tests, made by real tools from Debian: a busybox-static
+ * OCI images for tests and benchmarks (`@agentbox/isolation/test-images`),
+ * made by real tools from Debian that only `scripts/setup.sh --test` installs: a busybox-static
  * root filesystem packed by `umoci` into an OCI layout with three layers
  * (the second one deletes a file and replaces a directory's contents, so it
  * carries a whiteout and an opaque directory), and the same image converted

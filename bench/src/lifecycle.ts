@@ -1,0 +1,90 @@
+/**
+ * Templates, pools and pause/resume, measured at the API through the SDK:
+ *   - claiming a sandbox from a warm pool, against a `GET /healthz` round trip;
+ *   - creating a sandbox from a 3-layer OCI template (no pool), against creating one from `host`;
+ *   - pausing and resuming a sandbox that runs 50 processes, against two `GET /healthz` round trips.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Agentbox, Sandbox } from "@agentbox/sdk";
+import { buildTestImages } from "@agentbox/isolation/test-images";
+import { interleave, time } from "./stats.js";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Claims from a pool of `replicas`; each claim waits (untimed) until the pool has an idle sandbox again. */
+export async function poolClaims(client: Agentbox, n: number): Promise<{ claim: number[]; health: number[] }> {
+  await client.pools.create({ name: "bench-pool", template: "default", replicas: 4 });
+  const claimed: Sandbox[] = [];
+  const waitReady = async () => {
+    while ((await client.pools.get("bench-pool")).ready < 1) await sleep(20);
+  };
+  try {
+    const [claim, health] = await interleave(
+      n,
+      async () => claimed.push(await client.sandboxes.create({ pool: "bench-pool" })),
+      () => client.health(),
+      waitReady,
+    );
+    return { claim, health };
+  } finally {
+    await client.pools.delete("bench-pool");
+    await Promise.all(claimed.map((s) => s.delete()));
+  }
+}
+
+/** Creates (each followed by an untimed delete) from a 3-layer OCI template and from `host`. */
+export async function ociCreates(client: Agentbox, n: number): Promise<{ oci: number[]; host: number[]; importMs: number }> {
+  const work = mkdtempSync(join(tmpdir(), "agentbox-bench-oci-"));
+  try {
+    const images = buildTestImages(work);
+    const importMs = await time(async () => {
+      const t = await client.templates.create({ name: "bench-oci", image: `oci:${images.layout}` });
+      if (t.status !== "ready") throw new Error(`bench image failed: ${t.statusMessage}`);
+    });
+    const createAndDelete = (template: string) => async () => {
+      const sb = await client.sandboxes.create({ template });
+      if (sb.status !== "ready") throw new Error(`create failed: ${sb.info.statusMessage}`);
+      return sb;
+    };
+    const oci: number[] = [];
+    const host: number[] = [];
+    for (let i = 0; i < n; i++) {
+      let a!: Sandbox;
+      let b!: Sandbox;
+      oci.push(await time(async () => (a = await createAndDelete("bench-oci")())));
+      host.push(await time(async () => (b = await createAndDelete("default")())));
+      await Promise.all([a.delete(), b.delete()]);
+      // Let the runtime prepare its spare disks again, so no create pays for that.
+      await sleep(100);
+    }
+    await client.templates.delete("bench-oci");
+    return { oci, host, importMs };
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** Pause + resume of a sandbox running 50 processes. */
+export async function pauseResume(client: Agentbox, n: number): Promise<{ pauseResume: number[]; health: number[] }> {
+  const sb = await client.sandboxes.create();
+  try {
+    await sb.startProcess("for i in $(seq 49); do sleep 100000 & done; wait", { keepOutput: false });
+    for (let i = 0; i < 100 && (await sb.refresh()).usage!.processes < 3 + 50; i++) await sleep(50);
+    const [pauseResume, health] = await interleave(
+      n,
+      async () => {
+        await sb.pause();
+        await sb.resume();
+      },
+      async () => {
+        await client.health();
+        await client.health();
+      },
+    );
+    return { pauseResume, health };
+  } finally {
+    await sb.delete();
+  }
+}
