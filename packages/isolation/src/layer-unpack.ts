@@ -230,14 +230,32 @@ class LayerWriter {
     return abs;
   }
 
+  /**
+   * Parents checked, then `make` creates the entry; if an earlier entry is in
+   * the way, it is removed and `make` runs again (a later entry replaces an
+   * earlier one). Trying first saves a stat per entry; `make` must fail with
+   * EEXIST rather than follow or overwrite what is there.
+   */
+  private async create<T>(rel: string, name: string, make: (abs: string) => Promise<T>): Promise<T> {
+    if (rel === "") throw this.refuse(name, "only a directory can be the layer's root");
+    await this.checkParents(rel, name, true);
+    const abs = this.abs(rel);
+    try {
+      return await make(abs);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      await this.remove(rel);
+      return make(abs);
+    }
+  }
+
   private async remove(rel: string): Promise<void> {
     await rm(this.abs(rel), { recursive: true, force: true });
     for (const d of this.dirs) if (d === rel || d.startsWith(`${rel}/`)) this.dirs.delete(d);
   }
 
   private async file(rel: string, entry: TarEntry, m: Meta): Promise<void> {
-    const abs = await this.prepare(rel, entry.header.name);
-    const fh = await open(abs, NO_FOLLOW_CREATE, 0o600);
+    const fh = await this.create(rel, entry.header.name, (abs) => open(abs, NO_FOLLOW_CREATE, 0o600));
     try {
       for await (const data of entry) {
         const chunk = data as Buffer;
@@ -256,13 +274,17 @@ class LayerWriter {
   private async directory(rel: string, m: Meta): Promise<void> {
     const abs = this.abs(rel);
     if (rel !== "") {
-      await this.checkParents(rel, rel, true);
-      const st = await lstatOrUndefined(abs);
-      if (!st?.isDirectory()) {
-        if (st) await this.remove(rel);
-        await mkdir(abs, { mode: 0o700 });
+      if (!this.dirs.has(rel)) {
+        await this.create(rel, rel, async (p) => {
+          try {
+            await mkdir(p, { mode: 0o700 });
+          } catch (err) {
+            // Already a directory (made for an earlier entry's parent): kept. Anything else is replaced.
+            if ((err as NodeJS.ErrnoException).code !== "EEXIST" || !(await lstat(p)).isDirectory()) throw err;
+          }
+        });
+        this.dirs.add(rel);
       }
-      this.dirs.add(rel);
     }
     await lchown(abs, m.uid, m.gid);
     await chmod(abs, m.mode);
@@ -271,9 +293,9 @@ class LayerWriter {
 
   private async symlink(rel: string, target: string, m: Meta): Promise<void> {
     if (target === "" || target.includes("\0")) throw this.refuse(rel, "the symbolic link has no valid target");
-    const abs = await this.prepare(rel, rel);
     // The target is only stored, never followed here: parents are checked with lstat.
-    await symlink(target, abs);
+    const abs = this.abs(rel);
+    await this.create(rel, rel, (p) => symlink(target, p));
     await lchown(abs, m.uid, m.gid);
     await lutimes(abs, m.mtime, m.mtime);
   }
@@ -286,8 +308,7 @@ class LayerWriter {
     const st = await lstatOrUndefined(this.abs(target));
     if (st === undefined) throw this.refuse(rel, `the hard link's target ${target} is not in this layer`);
     if (st.isDirectory()) throw this.refuse(rel, `the hard link's target ${target} is a directory`);
-    const abs = await this.prepare(rel, rel);
-    await link(this.abs(target), abs);
+    await this.create(rel, rel, (p) => link(this.abs(target), p));
   }
 
   private async fifo(rel: string, m: Meta): Promise<void> {
