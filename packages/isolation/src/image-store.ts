@@ -141,17 +141,20 @@ export class ImageStore {
     try {
       await mkdir(tmp, { mode: 0o755 });
       const pack = tar.pack();
-      const producing = packTree(source, tree, pack, (n) => progress.bytes(n));
+      // Whichever side fails first is the cause; the other then fails because its stream was torn down.
+      let cause: unknown;
+      const producing = packTree(source, tree, pack, (n) => progress.bytes(n)).catch((err: unknown) => {
+        cause ??= copyError(source, err);
+        throw cause;
+      });
       // tar-stream's streams are streamx ones, which Node's pipeline takes like its own.
-      const unpacking = unpackLayer(pack as unknown as Readable, tmp, { label: `directory ${source}`, compression: "none", whiteouts: false });
-      unpacking.catch(() => pack.destroy());
-      const [made, unpacked] = await Promise.allSettled([producing, unpacking]);
-      if (made.status === "rejected") {
-        const e = made.reason as NodeJS.ErrnoException;
-        if (e instanceof AgentboxError) throw e;
-        throw new AgentboxError(e.code === "ENOENT" || /size mismatch/i.test(e.message) ? "CONFLICT" : "INTERNAL", `copying ${source}: ${e.message} (did the directory change during the copy?)`, { path: source });
-      }
-      if (unpacked.status === "rejected") throw unpacked.reason;
+      const unpacking = unpackLayer(pack as unknown as Readable, tmp, { label: `directory ${source}`, compression: "none", whiteouts: false }).catch((err: unknown) => {
+        cause ??= err;
+        pack.destroy();
+        throw err;
+      });
+      const [, unpacked] = await Promise.allSettled([producing, unpacking]);
+      if (cause !== undefined || unpacked.status === "rejected") throw cause;
       hex = digestHex(unpacked.value.digest)!;
       this.pin(hex);
       await this.install(tmp, hex);
@@ -346,6 +349,14 @@ async function statOrFail(path: string, what: string) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new AgentboxError("NOT_FOUND", `${what} ${path} does not exist`, { path });
     throw new AgentboxError("INVALID_REQUEST", `${what} ${path} cannot be read: ${(err as Error).message}`, { path });
   }
+}
+
+/** A file that vanished or changed size while being read: the directory changed under the copy. */
+function copyError(source: string, err: unknown): AgentboxError {
+  if (err instanceof AgentboxError) return err;
+  const e = err as NodeJS.ErrnoException;
+  const changed = e.code === "ENOENT" || /size mismatch/i.test(e.message);
+  return new AgentboxError(changed ? "CONFLICT" : "INTERNAL", changed ? `copying ${source}: ${e.message} (the directory changed during the copy; try again)` : `copying ${source}: ${e.message}`, { path: source });
 }
 
 function processAlive(pid: number): boolean {

@@ -217,6 +217,39 @@ test("docker-archive (skopeo): layers are the sha256 of each layer tar, and the 
   withOverlay(image.layers, checkImageView);
   await store.importOci(dockerArchive);
   assert.equal(layerDirs(dir).length, 3);
+
+  // Newer docker saves keep config and layers as blobs/sha256/<hex>, named in manifest.json.
+  const unpacked = mkdtempSync(join(work, "docker-new-"));
+  sh("tar", ["-xf", dockerArchive, "-C", unpacked]);
+  const old = JSON.parse(readFileSync(join(unpacked, "manifest.json"), "utf8")) as Array<{ Config: string; Layers: string[] }>;
+  const newer = join(work, "docker-new");
+  mkdirSync(join(newer, "blobs/sha256"), { recursive: true });
+  const asBlob = (name: string) => {
+    const buf = readFileSync(join(unpacked, name));
+    const rel = `blobs/sha256/${sha256(buf).slice(7)}`;
+    writeFileSync(join(newer, rel), buf);
+    return rel;
+  };
+  writeFileSync(join(newer, "manifest.json"), JSON.stringify([{ Config: asBlob(old[0]!.Config), RepoTags: ["t:latest"], Layers: old[0]!.Layers.map(asBlob) }]));
+  const newerTar = join(work, "docker-new.tar");
+  sh("tar", ["-cf", newerTar, "-C", newer, "."]);
+  const fresh = newStore();
+  for (const source of [newerTar, newerTar, newer]) {
+    const again = await fresh.store.importOci(source);
+    assert.deepEqual(again.digests, image.digests);
+    assert.equal(again.config.env.FOO, "bar");
+  }
+  assert.equal(layerDirs(fresh.dir).length, 3);
+});
+
+test("concurrent imports of the same image share one unpack of each layer", { skip }, async () => {
+  const { dir, store } = newStore();
+  const [a, b, c] = await Promise.all([store.importOci(layout), store.importOci(ociArchive), store.importOci(layout)]);
+  assert.deepEqual(a, b);
+  assert.deepEqual(a, c);
+  assert.equal(layerDirs(dir).length, 3);
+  assert.deepEqual(readdirSync(join(dir, "tmp")), []);
+  withOverlay(a.layers, checkImageView);
 });
 
 /** A gzip tar of the given entries, as a layer blob. */
