@@ -91,6 +91,26 @@ describe("templates", () => {
     assert.equal(missingVolume.status, 404);
     assert.match(missingVolume.body.error.message, /^volumeMounts\.0\.volume: volume nope does not exist/);
     assert.equal((await h.api("GET", "/v1/templates/x")).status, 404);
+    // Malformed bodies and wrong types on every new endpoint.
+    for (const path of ["/v1/templates", "/v1/volumes", "/v1/pools", "/v1/sandboxes/sb-x/snapshot"]) {
+      const res = await h.api("POST", path, undefined, { raw: "{not json" });
+      assert.equal(res.status, 400, path);
+      assert.equal(res.body.error.code, "INVALID_REQUEST");
+    }
+    for (const [path, body, message] of [
+      ["/v1/pools", { name: "p", template: "default", replicas: -1 }, /^replicas: /],
+      ["/v1/pools", { name: "p", template: "default", replicas: 1000 }, /^replicas: /],
+      ["/v1/pools", { name: "p", template: "nope", replicas: 1 }, /^template: template nope does not exist/],
+      ["/v1/volumes", { name: "../x" }, /^name: /],
+      ["/v1/volumes", { name: "x", size: 5 }, /^size: /],
+      ["/v1/templates", { name: "x", env: { "BAD-NAME": "1" } }, /^env\.BAD-NAME: /],
+    ] as Array<[string, unknown, RegExp]>) {
+      const res = await h.api("POST", path, body);
+      assert.ok(res.status === 400 || res.status === 404, `${path} ${JSON.stringify(body)}: ${res.status}`);
+      assert.match(res.body.error.message, message);
+    }
+    assert.equal((await h.api("PATCH", "/v1/pools/nope", { replicas: 1 })).status, 404);
+    assert.equal((await h.api("DELETE", "/v1/volumes/nope")).status, 404);
   });
 
   test("memory, pids and cpu limits of a template hold inside its sandboxes", async () => {

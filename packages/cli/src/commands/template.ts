@@ -88,12 +88,18 @@ function report(t: Template, json: boolean): void {
 /** Wait for an import, drawing a progress bar of the bytes read. */
 async function waitWithProgress(client: Agentbox, name: string, json: boolean): Promise<Template> {
   const bar = new ProgressBar(`import ${name}`, undefined, !json && process.stderr.isTTY === true);
+  let last: Template["progress"];
   const t = await client.templates.waitUntilSettled(name, {
+    intervalMs: 100,
     onProgress: (t) => {
-      if (t.progress) bar.update(t.progress.bytesDone, t.progress.bytesTotal || undefined);
+      if (!t.progress) return;
+      last = t.progress;
+      bar.update(t.progress.bytesDone, t.progress.bytesTotal || undefined);
     },
   });
-  bar.done();
+  // The last poll may have come before the end: a finished import is all of its bytes.
+  if (t.status === "ready" && last) bar.update(last.bytesTotal, last.bytesTotal);
+  if (last) bar.done();
   return t;
 }
 
