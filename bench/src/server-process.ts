@@ -18,7 +18,7 @@ export interface ServerProcess {
 
 export async function startServerProcess(): Promise<ServerProcess> {
   const dataDir = mkdtempSync(join(tmpdir(), "agentbox-bench-"));
-  const child: ChildProcess = spawn(process.execPath, [CLI, "serve", "--port", "0", "--data-dir", dataDir, "--no-keep-runtime", "--json"], {
+  const child: ChildProcess = spawn(process.execPath, [CLI, "serve", "--port", "0", "--data-dir", dataDir, "--no-keep-runtime", "--image-root", tmpdir(), "--json"], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   const line = await new Promise<string>((resolve, reject) => {

@@ -79,6 +79,7 @@ describe("agentbox template", () => {
     term.onData((d) => (output += d));
     const code = await new Promise<number>((r) => term.onExit(({ exitCode }) => r(exitCode)));
     assert.equal(code, 0, output);
+    assert.match(output, /upload big \[=+\] 100% \d+\.\d MiB\/\d+\.\d MiB/);
     assert.match(output, /import big \[=+\] 100% \d+\.\d MiB\/\d+\.\d MiB/);
     assert.match(output, /\nbig\r?\n/);
     // Without a terminal: no bar, just the name; and the image runs.
@@ -88,9 +89,17 @@ describe("agentbox template", () => {
     assert.equal(plain.stderr, "");
     const sb = (await cli(["sandbox", "create", "--template", "bb"])).stdout.trim();
     assert.equal((await cli(["exec", sb, "--", "busybox", "sh", "-c", "echo $GREETING"])).stdout, "the-image\n");
-    const broken = await cli(["template", "import", "nope", join(work, "missing.tar")]);
-    assert.equal(broken.code, 1);
-    assert.match(broken.stderr, /^error: INVALID_REQUEST: template nope failed: image oci:.*missing\.tar/);
+    const missing = await cli(["template", "import", "nope", join(work, "missing.tar")]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /^error: NOT_FOUND: .*missing\.tar: no such file or directory/);
+    writeFileSync(join(work, "junk.tar"), "not an image");
+    const junk = await cli(["template", "import", "junk", join(work, "junk.tar")]);
+    assert.equal(junk.code, 1);
+    assert.match(junk.stderr, /^error: INVALID_REQUEST: template junk failed: image oci:\S+\.tar: .*is not a readable tar archive/);
+    // --server-path: the server reads the path itself, which must be under an --image-root.
+    const denied = await cli(["template", "import", "srv", images.layout, "--server-path"]);
+    assert.equal(denied.code, 1);
+    assert.match(denied.stderr, /^error: PERMISSION_DENIED: image: .* is not under an image root/);
   });
 
   test("build runs each step and snapshots; a failing step stops it", async () => {

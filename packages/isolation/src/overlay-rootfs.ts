@@ -87,6 +87,8 @@ async function makeDisk(paths: RootfsPaths, storageBytes: number): Promise<void>
 
 /** Make sure `dir` (inside the sandbox) exists in the upper layer and belongs to the sandbox user. */
 export function ensureOwnedDir(paths: RootfsPaths, hostUid: number, dir: string): void {
+  // `dir` may come from an image's config: it must stay inside the upper layer.
+  if (!dir.startsWith("/") || dir.split("/").includes("..")) throw new Error(`${JSON.stringify(dir)} is not an absolute path without ".." segments`);
   const p = join(paths.upper, dir);
   if (existsSync(p)) return;
   mkdirSync(p, { recursive: true, mode: 0o755 });

@@ -9,16 +9,17 @@
  *   await sb.files.uploadDir("./project", "/workspace/project");
  *   const watcher = await sb.files.watch("src", (e) => console.log(e.type, e.path));
  */
-import { createReadStream, createWriteStream } from "node:fs";
-import { lstat, mkdir, readdir, readlink, symlink } from "node:fs/promises";
+import { createWriteStream } from "node:fs";
+import { mkdir, symlink } from "node:fs/promises";
 import path from "node:path";
-import { Readable, Transform } from "node:stream";
+import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import tar from "tar-stream";
 import WebSocket from "ws";
 import type { FileEntry, WatchEvent } from "@agentbox/protocol";
 import { AgentboxApiError, CONNECTION_FAILED, isAgentboxError, isSdkErrorCode } from "./errors.js";
 import type { HttpTransport } from "./http.js";
+import { counter, directoryTar } from "./local-archive.js";
 
 export type { FileEntry, WatchEvent };
 
@@ -37,17 +38,6 @@ export interface WatchHandle {
   close(): void;
   /** Resolves when the watch has ended, for whatever reason. */
   readonly closed: Promise<void>;
-}
-
-function counter(onProgress: ((bytes: number, total?: number) => void) | undefined, total?: number): Transform {
-  let bytes = 0;
-  return new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      bytes += chunk.length;
-      onProgress?.(bytes, total);
-      cb(null, chunk);
-    },
-  });
 }
 
 export class Files {
@@ -121,13 +111,8 @@ export class Files {
 
   /** Copy a local directory into the sandbox (as one tar stream); `remoteDir` is created. */
   async uploadDir(localDir: string, remoteDir: string, options: TransferOptions = {}): Promise<void> {
-    const pack = tar.pack();
-    const packing = packDirectory(pack, localDir).then(
-      () => pack.finalize(),
-      (error: Error) => pack.destroy(error),
-    );
-    let body: Readable = Readable.from(pack as unknown as AsyncIterable<Buffer>, { objectMode: false });
-    if (options.onProgress) body = body.pipe(counter(options.onProgress));
+    const { stream, packing } = directoryTar(localDir);
+    const body = options.onProgress ? stream.pipe(counter(options.onProgress)) : stream;
     await Promise.all([this.http.upload("PUT", `${this.base}/fs/archive`, { path: remoteDir }, body, "application/x-tar"), packing]);
   }
 
@@ -202,27 +187,5 @@ export class Files {
         if (!opened) reject(new AgentboxApiError(CONNECTION_FAILED, `cannot open the watch: ${error.message}`, { cause: error }));
       });
     });
-  }
-}
-
-/** Add a local directory's content to `pack` (names relative to it). */
-async function packDirectory(pack: tar.Pack, dir: string, prefix = ""): Promise<void> {
-  for (const name of (await readdir(dir)).sort()) {
-    const full = path.join(dir, name);
-    const rel = prefix ? `${prefix}/${name}` : name;
-    const st = await lstat(full);
-    const common = { name: rel, mode: st.mode & 0o7777, mtime: st.mtime };
-    if (st.isDirectory()) {
-      await new Promise<void>((resolve, reject) => pack.entry({ ...common, type: "directory" }, (e) => (e ? reject(e) : resolve())));
-      await packDirectory(pack, full, rel);
-    } else if (st.isSymbolicLink()) {
-      const linkname = await readlink(full);
-      await new Promise<void>((resolve, reject) => pack.entry({ ...common, type: "symlink", linkname }, (e) => (e ? reject(e) : resolve())));
-    } else if (st.isFile()) {
-      await new Promise<void>((resolve, reject) => {
-        const entry = pack.entry({ ...common, type: "file", size: st.size }, (e) => (e ? reject(e) : resolve()));
-        createReadStream(full).on("error", reject).pipe(entry);
-      });
-    }
   }
 }

@@ -30,6 +30,7 @@ export {
   type CreatePoolRequest,
   type PatchPoolRequest,
   type WaitForTemplateOptions,
+  type UploadedImage,
 } from "./templates.js";
 export { Files, type FileEntry, type WatchEvent, type WatchHandle, type WriteOptions, type TransferOptions } from "./files.js";
 export { Session, type SessionInfo, type SessionExecOptions, type CreateSessionRequest } from "./session.js";

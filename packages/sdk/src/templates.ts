@@ -17,7 +17,11 @@ import type {
   Template,
   Volume,
 } from "@agentbox/protocol";
+import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import { Readable } from "node:stream";
 import type { HttpTransport } from "./http.js";
+import { counter, directoryTar } from "./local-archive.js";
 
 export type { Pool, Template, Volume, CreatePoolRequest, CreateTemplateRequest, CreateVolumeRequest, PatchPoolRequest, PatchTemplateRequest };
 
@@ -31,9 +35,47 @@ export interface WaitForTemplateOptions {
   signal?: AbortSignal;
 }
 
+export interface UploadedImage {
+  /** The reference to give a template (`oci:<path on the server>`). */
+  image: string;
+  /** sha256 of the archive: the same archive uploaded twice is stored once. */
+  digest: string;
+  sizeBytes: number;
+}
+
 export class Templates {
   /** @internal */
   constructor(private readonly http: HttpTransport) {}
+
+  /**
+   * Send an image to the server: a path to an OCI layout directory (packed as a tar on the
+   * way), to a tar of one, or to a `docker save` archive; or the archive's bytes or a stream of
+   * them. Answers the `image` to create a template with.
+   *
+   *   const { image } = await client.templates.uploadImage("./app-oci.tar");
+   *   await client.templates.create({ name: "app", image });
+   */
+  async uploadImage(source: string | Uint8Array | Readable, options: { onProgress?: (bytes: number, total?: number) => void } = {}): Promise<UploadedImage> {
+    let body: Readable;
+    let total: number | undefined;
+    let packing: Promise<void> = Promise.resolve();
+    if (typeof source === "string") {
+      const st = await stat(source);
+      if (st.isDirectory()) ({ stream: body, packing } = directoryTar(source));
+      else {
+        body = createReadStream(source);
+        total = st.size;
+      }
+    } else if (source instanceof Uint8Array) {
+      body = Readable.from([Buffer.from(source)]);
+      total = source.length;
+    } else {
+      body = source;
+    }
+    if (options.onProgress) body = body.pipe(counter(options.onProgress, total));
+    const [uploaded] = await Promise.all([this.http.upload<UploadedImage>("POST", "/v1/images", {}, body, "application/x-tar"), packing]);
+    return uploaded;
+  }
 
   /**
    * Create a template. With the default `wait: true` the call returns once its image is

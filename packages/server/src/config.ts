@@ -14,6 +14,12 @@ export interface ServerOptions {
   reaperIntervalMs?: number;
   /** Keep-alive ping interval of WebSockets (default 30 s). */
   pingIntervalMs?: number;
+  /**
+   * Host directories from which templates may import `dir:` and `oci:` images by path
+   * (env AGENTBOX_IMAGE_ROOTS, colon-separated). Default none: images come as uploads
+   * (`POST /v1/images`), so an API caller cannot read host files through an image.
+   */
+  imageRoots?: string[];
 }
 
 export interface ServerConfig {
@@ -24,6 +30,7 @@ export interface ServerConfig {
   keepRuntime: boolean;
   reaperIntervalMs: number;
   pingIntervalMs: number;
+  imageRoots: string[];
 }
 
 export function resolveConfig(opts: ServerOptions = {}, env: NodeJS.ProcessEnv = process.env): ServerConfig {
@@ -37,5 +44,6 @@ export function resolveConfig(opts: ServerOptions = {}, env: NodeJS.ProcessEnv =
     keepRuntime: opts.keepRuntime ?? true,
     reaperIntervalMs: opts.reaperIntervalMs ?? 1000,
     pingIntervalMs: opts.pingIntervalMs ?? 30_000,
+    imageRoots: (opts.imageRoots ?? (env.AGENTBOX_IMAGE_ROOTS ? env.AGENTBOX_IMAGE_ROOTS.split(":") : [])).filter((r) => r !== "").map((r) => resolve(r)),
   };
 }

@@ -27,6 +27,7 @@ import { sandboxRoutes } from "./routes/sandboxes.js";
 import { SandboxService } from "./sandbox-service.js";
 import { Store } from "./store.js";
 import { TemplateService } from "./template-service.js";
+import { ImageSources } from "./images.js";
 import { VolumeService } from "./volume-service.js";
 import { PoolService } from "./pool-service.js";
 import { templateRoutes } from "./routes/templates.js";
@@ -67,7 +68,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const store = new Store(config.dataDir);
   let sandboxes!: SandboxService;
   const runtime = new RuntimeLink(config.dataDir, (client) => sandboxes.reconcile(client));
-  const templates = new TemplateService(store, runtime, log);
+  const imageSources = new ImageSources(config.dataDir, config.imageRoots);
+  const templates = new TemplateService(store, runtime, imageSources, log);
   templates.ensureDefault();
   const volumes = new VolumeService(store, runtime);
   sandboxes = new SandboxService(store, runtime, templates, (name) => volumes.exists(name), log);
@@ -83,7 +85,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     return undefined;
   });
   sandboxRoutes(router, sandboxes, pools, metrics);
-  templateRoutes(router, templates, pools);
+  templateRoutes(router, templates, pools, imageSources);
   volumeRoutes(router, volumes);
   poolRoutes(router, pools);
   const processes = new ProcessService(sandboxes, runtime);

@@ -15,6 +15,7 @@ import {
   type Template,
   type VolumeMount,
 } from "@agentbox/protocol";
+import type { ImageSources } from "./images.js";
 import type { RuntimeLink } from "./runtime-link.js";
 import type { Store, TemplateRecord } from "./store.js";
 
@@ -40,6 +41,11 @@ export interface EffectiveTemplate {
   network: TemplateRecord["network"];
 }
 
+/** An image's `WorkingDir` as a default: only an absolute path without `..` segments. */
+function imageWorkdir(dir: string | undefined): string | undefined {
+  return dir?.startsWith("/") && !dir.split("/").includes("..") && !dir.includes("\0") ? dir : undefined;
+}
+
 /** An image's `User` ("name", "uid", "uid:gid", "name:group") as a default: only when unprivileged. */
 function imageUser(spec: string | undefined): string | undefined {
   const user = spec?.split(":")[0]?.trim();
@@ -62,6 +68,7 @@ export class TemplateService {
   constructor(
     private readonly store: Store,
     private readonly runtime: RuntimeLink,
+    private readonly sources: ImageSources,
     private readonly log: (message: string) => void,
   ) {}
 
@@ -111,10 +118,11 @@ export class TemplateService {
     if (this.store.getTemplate(req.name)) throw new AgentboxError("CONFLICT", `template ${req.name} already exists`, { template: req.name });
     checkNetwork(req.network);
     this.checkVolumes(req.volumeMounts);
+    const image = this.sources.resolve(req.image);
     const now = new Date().toISOString();
     const record: TemplateRecord = {
       name: req.name,
-      image: req.image,
+      image,
       resources: { ...DEFAULT_RESOURCES, ...req.resources },
       volumeMounts: req.volumeMounts,
       env: req.env,
@@ -176,7 +184,7 @@ export class TemplateService {
       env: t.env,
       network: t.network,
       user: t.user ?? imageUser(t.prepared?.config.user) ?? DEFAULT_USER,
-      workdir: t.workdir ?? t.prepared?.config.workdir ?? DEFAULT_WORKDIR,
+      workdir: t.workdir ?? imageWorkdir(t.prepared?.config.workdir) ?? DEFAULT_WORKDIR,
       status: t.status,
       layers: (t.prepared?.layers.length ?? 0) + t.extraLayers.length,
       createdAt: t.createdAt,
@@ -205,6 +213,7 @@ export class TemplateService {
     const t = this.record(name);
     checkNetwork(req.network);
     if (req.volumeMounts) this.checkVolumes(req.volumeMounts);
+    if (req.image !== undefined) req = { ...req, image: this.sources.resolve(req.image) };
     if (req.image !== undefined && req.image !== t.image && t.parent) {
       throw new AgentboxError("INVALID_REQUEST", `image: template ${name} is a snapshot of ${t.parent}; its image cannot change`, { field: "image" });
     }
@@ -244,6 +253,7 @@ export class TemplateService {
     const keep = this.store.listTemplates().flatMap((t) => [...(t.prepared?.layers ?? []), ...t.extraLayers]);
     // An import in flight has no layers recorded yet: the runtime skips collection while one runs.
     await this.runtime.request("image.gc", { keep }).catch((err: Error) => this.log(`image gc: ${err.message}`));
+    this.sources.collect(new Set(this.store.listTemplates().map((t) => t.image)));
   }
 
   /** The template a new sandbox is made from, with everything resolved; it must be ready. */

@@ -42,6 +42,8 @@ export async function startHarness(
     /** Port to listen on (default 0: a free one); give the port of a closed harness to come back at the same URL. */
     port?: number;
     pingIntervalMs?: number;
+    /** Host directories templates may import images from (default: the system's temp dir, where tests build them). */
+    imageRoots?: string[];
   } = {},
 ): Promise<Harness> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "agentbox-test-"));
@@ -50,6 +52,7 @@ export async function startHarness(
     dataDir,
     keepRuntime: opts.keepRuntime ?? false,
     reaperIntervalMs: opts.reaperIntervalMs ?? 200,
+    imageRoots: opts.imageRoots ?? [tmpdir()],
     ...(opts.pingIntervalMs !== undefined ? { pingIntervalMs: opts.pingIntervalMs } : {}),
   });
   const api: Harness["api"] = async (method, path, body, o = {}) => {

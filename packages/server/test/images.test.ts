@@ -4,10 +4,11 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { Agentbox } from "@agentbox/sdk";
 import { startHarness, type Harness } from "./harness.js";
 import { buildTestImages, busyboxRootfs, type TestImages } from "@agentbox/isolation/test-images";
 
@@ -111,6 +112,49 @@ describe("images", () => {
       assert.equal(sb.status, 409);
       assert.match(sb.body.error.message, new RegExp(`template ${name} is failed`));
     }
+  });
+
+  test("image paths outside the server's image roots are refused; uploads need none", async () => {
+    const link = join(work, "link-to-etc");
+    symlinkSync("/etc", link);
+    for (const image of ["dir:/etc", "oci:/root/image.tar", `dir:${work}/../../etc`, `dir:${link}`, `oci:${h.dataDir}/api-key`]) {
+      const res = await h.api("POST", "/v1/templates", { name: "sneaky", image });
+      assert.equal(res.status, 403, image);
+      assert.equal(res.body.error.code, "PERMISSION_DENIED");
+      assert.match(res.body.error.message, /^image: \S+ is (not under an image root|inside the server's data directory)/);
+    }
+    const patch = await h.api("PATCH", "/v1/templates/bb", { image: "dir:/" });
+    assert.equal(patch.status, 403);
+    assert.equal((await h.api("GET", "/v1/templates/sneaky")).status, 404);
+
+    // An upload: the archive's bytes as the body; the answer's image goes in a template.
+    const body = readFileSync(images.dockerArchive);
+    const up = await fetch(`${h.server.url}/v1/images`, { method: "POST", headers: { authorization: `Bearer ${h.server.apiKey}` }, body });
+    assert.equal(up.status, 201);
+    const uploaded = (await up.json()) as { image: string; digest: string; sizeBytes: number };
+    assert.equal(uploaded.sizeBytes, body.length);
+    assert.match(uploaded.digest, /^sha256:[0-9a-f]{64}$/);
+    assert.equal(uploaded.image, `oci:${join(h.dataDir, "images", "uploads", `${uploaded.digest.slice(7)}.tar`)}`);
+    const t = await h.api("POST", "/v1/templates", { name: "uploaded", image: uploaded.image });
+    assert.equal(t.body.status, "ready", t.body.statusMessage);
+    const sb = await h.createSandbox({ template: "uploaded" });
+    assert.equal((await h.exec(sb.id, { argv: ["busybox", "sh", "-c", "echo $GREETING"] })).stdout, "the-image\n");
+    const empty = await fetch(`${h.server.url}/v1/images`, { method: "POST", headers: { authorization: `Bearer ${h.server.apiKey}` }, body: "" });
+    assert.equal(empty.status, 400);
+    const noKey = await fetch(`${h.server.url}/v1/images`, { method: "POST", body });
+    assert.equal(noKey.status, 401);
+  });
+
+  test("the SDK uploads an OCI layout directory (packed on the way) or an archive", async () => {
+    const client = new Agentbox({ url: h.server.url, apiKey: h.server.apiKey });
+    let seen = 0;
+    const { image } = await client.templates.uploadImage(images.layout, { onProgress: (n) => (seen = n) });
+    assert.ok(seen > 500_000, `progress reported ${seen} bytes`);
+    const t = await client.templates.create({ name: "from-dir-upload", image });
+    assert.equal(t.status, "ready", t.statusMessage);
+    assert.equal(t.layers, 3);
+    const again = await client.templates.uploadImage(readFileSync(images.dockerArchive));
+    assert.match(again.image, /^oci:\//);
   });
 
   test("an import can run in the background and report its progress", async () => {

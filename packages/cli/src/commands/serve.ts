@@ -14,6 +14,7 @@ interface ServeOptions {
   port?: number;
   dataDir?: string;
   keepRuntime: boolean;
+  imageRoot?: string[];
 }
 
 export function serveCommand(): Command {
@@ -23,6 +24,11 @@ export function serveCommand(): Command {
     .option("--port <port>", "port to listen on; 0 picks a free one (env AGENTBOX_PORT, default 7878)", parsePort)
     .option("--data-dir <dir>", "where the server keeps its state and API key (env AGENTBOX_DATA_DIR, default ./.agentbox)")
     .option("--no-keep-runtime", "stop the runtime, and with it every sandbox, when the server stops")
+    .option(
+      "--image-root <dir>",
+      "a host directory whose images templates may import by path, dir:… or oci:… (repeatable; env AGENTBOX_IMAGE_ROOTS, colon-separated; default none: images are uploaded)",
+      (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
+    )
     .addHelpText(
       "after",
       `
@@ -37,6 +43,10 @@ On first start the server creates an API key, stores it in <data dir>/api-key
 the same machine reads that file by itself (set AGENTBOX_DATA_DIR to match).
 Several servers can run at once with different --data-dir and --port.
 
+Templates get OCI images uploaded through the API (\`agentbox template import\`
+does that). A template may name a path on this machine (image "dir:/path" or
+"oci:/path") only under an --image-root: the runtime reads it as root.
+
 Output: "agentbox listening on <url>" and "API key: <key>" (with --json, one
 line {"url","apiKey"}).
 
@@ -44,11 +54,13 @@ Examples:
   $ agentbox serve
   $ agentbox serve --port 8080 --data-dir /var/lib/agentbox
   $ agentbox serve --host 0.0.0.0 --no-keep-runtime
+  $ agentbox serve --image-root /srv/images       # templates may use oci:/srv/images/…
   $ AGENTBOX_API_KEY=secret agentbox serve --json`,
     )
     .action(
       action(async (ctx, opts: ServeOptions) => {
-        const options: { host?: string; port?: number; dataDir?: string; keepRuntime?: boolean } = {};
+        const options: { host?: string; port?: number; dataDir?: string; keepRuntime?: boolean; imageRoots?: string[] } = {};
+        if (opts.imageRoot !== undefined) options.imageRoots = opts.imageRoot;
         if (opts.host !== undefined) options.host = opts.host;
         if (opts.port !== undefined) options.port = opts.port;
         if (opts.dataDir !== undefined) options.dataDir = opts.dataDir;

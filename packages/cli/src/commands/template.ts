@@ -140,27 +140,38 @@ Examples:
   withSpecOptions(
     template
       .command("import")
-      .description("Create a template from an image on the server's machine: an OCI layout (directory or tar), a docker save archive, or a root filesystem directory")
+      .description("Create a template from a local image: an OCI layout (directory or tar) or a docker save archive, uploaded to the server")
       .argument("<name>", "template name")
-      .argument("<path>", "image path (read by the server; give it as seen from the server's machine)"),
+      .argument("<path>", "the image on this machine")
+      .option("--server-path", "do not upload: the server reads <path> itself (it must be under one of the server's --image-root directories; a plain root filesystem directory is imported this way)"),
     false,
   )
     .addHelpText(
       "after",
       `
-Shows a progress bar of the bytes imported. Layers are stored once, by digest:
-two templates of images that share layers share them on disk.
+Shows progress bars for the upload and for the import on the server. Layers are
+stored once, by digest: templates of images that share layers share them on disk.
 
 Examples:
   $ skopeo copy docker-archive:app.tar oci:app-oci:latest && agentbox template import app ./app-oci
-  $ agentbox template import base ./rootfs/            # a plain root filesystem directory`,
+  $ agentbox template import app ./app-docker-save.tar --memory 1Gi
+  $ agentbox template import base /srv/images/rootfs --server-path   # a root filesystem directory under an --image-root`,
     )
     .action(
-      action(async (ctx, name: string, imagePath: string, opts: SpecOptions) => {
+      action(async (ctx, name: string, imagePath: string, opts: SpecOptions & { serverPath?: boolean }) => {
         const abs = path.resolve(imagePath);
-        const isRootfsDir = existsSync(abs) && statSync(abs).isDirectory() && !existsSync(path.join(abs, "oci-layout")) && !existsSync(path.join(abs, "manifest.json"));
         const client = ctx.client();
-        await client.templates.create({ name, ...specOf(opts), image: `${isRootfsDir ? "dir" : "oci"}:${abs}`, wait: false });
+        let image: string;
+        if (opts.serverPath) {
+          const isRootfsDir = existsSync(abs) && statSync(abs).isDirectory() && !existsSync(path.join(abs, "oci-layout")) && !existsSync(path.join(abs, "manifest.json"));
+          image = `${isRootfsDir ? "dir" : "oci"}:${abs}`;
+        } else {
+          if (!existsSync(abs)) throw new CliError("NOT_FOUND", `${imagePath}: no such file or directory`);
+          const bar = new ProgressBar(`upload ${name}`, undefined, !ctx.json && process.stderr.isTTY === true);
+          ({ image } = await client.templates.uploadImage(abs, { onProgress: (n, total) => bar.update(n, total) }));
+          bar.done();
+        }
+        await client.templates.create({ name, ...specOf(opts), image, wait: false });
         report(await waitWithProgress(client, name, ctx.json), ctx.json);
       }),
     );

@@ -1,11 +1,14 @@
-/** Routes of templates (the Templates, volumes, pools section of the API). */
+/** Routes of templates and image uploads (the Templates, volumes, pools section of the API). */
 import { CreateTemplateRequest, PatchTemplateRequest, parseOrThrow } from "@agentbox/protocol";
 import { readJson } from "../http/body.js";
 import type { Router } from "../http/router.js";
+import type { ImageSources } from "../images.js";
 import type { PoolService } from "../pool-service.js";
 import type { TemplateService } from "../template-service.js";
 
-export function templateRoutes(router: Router, templates: TemplateService, pools: PoolService): void {
+export function templateRoutes(router: Router, templates: TemplateService, pools: PoolService, sources: ImageSources): void {
+  /** The body is an image archive (an OCI layout as a tar, or a docker save); the answer's `image` goes in a template. */
+  router.post("/v1/images", async ({ req }) => ({ status: 201, body: await sources.receive(req) }));
   router.post("/v1/templates", async ({ req }) => {
     const body = parseOrThrow(CreateTemplateRequest, await readJson(req));
     return { status: 201, body: await templates.create(body) };
