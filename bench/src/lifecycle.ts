@@ -13,12 +13,19 @@ import { interleave, time } from "./stats.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Claims from a pool of `replicas`; each claim waits (untimed) until the pool has an idle sandbox again. */
+/**
+ * Claims from a pool of 4; before each claim the pool is let (untimed) refill completely, so a
+ * claim is measured on its own rather than against the refill's sandbox creation.
+ */
 export async function poolClaims(client: Agentbox, n: number): Promise<{ claim: number[]; health: number[] }> {
   await client.pools.create({ name: "bench-pool", template: "default", replicas: 4 });
   const claimed: Sandbox[] = [];
   const waitReady = async () => {
-    while ((await client.pools.get("bench-pool")).ready < 1) await sleep(20);
+    for (;;) {
+      const p = await client.pools.get("bench-pool");
+      if (p.ready === p.replicas && p.provisioning === 0) return;
+      await sleep(20);
+    }
   };
   try {
     const [claim, health] = await interleave(

@@ -14,7 +14,7 @@ import {
   type Pool,
   type Sandbox,
 } from "@agentbox/protocol";
-import type { SandboxService } from "./sandbox-service.js";
+import { toSandbox, type SandboxService } from "./sandbox-service.js";
 import type { PoolRecord, Store } from "./store.js";
 import type { TemplateService } from "./template-service.js";
 
@@ -148,7 +148,7 @@ export class PoolService {
     const expiresAt = new Date(Date.now() + req.timeoutSeconds * 1000).toISOString();
     const claimed = this.store.claimFromPool(pool.name, { expiresAt, metadata: req.metadata, env: req.env });
     this.kick();
-    if (claimed) return this.sandboxes.get(claimed.id);
+    if (claimed) return toSandbox(claimed);
     return this.sandboxes.create(
       { template: pool.template, timeoutSeconds: req.timeoutSeconds, env: req.env, metadata: req.metadata, wait: true },
       { name: pool.name, idle: false },
