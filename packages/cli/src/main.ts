@@ -13,6 +13,7 @@ import { shellCommand, terminalCommand } from "./commands/terminal.js";
 import { templateCommand } from "./commands/template.js";
 import { volumeCommand } from "./commands/volume.js";
 import { poolCommand } from "./commands/pool.js";
+import { runCodeCommand, workerCommand } from "./commands/code.js";
 
 function buildProgram(): Command {
   const program = new Command("agentbox")
@@ -46,6 +47,7 @@ Examples:
   $ agentbox sandbox rm $SB
   $ agentbox template import app ./app-oci.tar            # an OCI image as a template
   $ agentbox pool create warm --template app --replicas 3 && agentbox sandbox create --pool warm
+  $ agentbox run-code $SB --language python analysis.py    # a stateful Python context
   $ agentbox --url https://agentbox.example.com --api-key "$KEY" sandbox list`,
     );
   program.addCommand(serveCommand());
@@ -63,6 +65,8 @@ Examples:
   program.addCommand(templateCommand());
   program.addCommand(volumeCommand());
   program.addCommand(poolCommand());
+  program.addCommand(runCodeCommand());
+  program.addCommand(workerCommand());
   return program;
 }
 

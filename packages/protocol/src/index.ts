@@ -8,3 +8,5 @@ export * from "./api-sessions.js";
 export * from "./api-files.js";
 export * from "./api-mounts.js";
 export * from "./api-templates.js";
+export * from "./worker-protocol.js";
+export * from "./api-code.js";

@@ -11,8 +11,10 @@ import { ExecRequest, ExecResult, ProcessInfo, ProcessLogs, SignalName, StartPro
 import { CreateSessionRequest, CreateTerminalRequest, SessionInfo, TerminalInfo } from "./api-sessions.js";
 import { SandboxUsage, VolumeMount } from "./api-mounts.js";
 import { ImportProgress } from "./api-templates.js";
+import { CodeContextInfo, CreateCodeContextRequest, Execution, InstallDependenciesBody, RunCodeRequest } from "./api-code.js";
+import { WorkerEvent } from "./worker-protocol.js";
 
-export const RUNTIME_PROTOCOL_VERSION = 4;
+export const RUNTIME_PROTOCOL_VERSION = 5;
 
 /** Frame cap for what the runtime accepts (requests carry at most a 16 MiB HTTP body). */
 export const RUNTIME_MAX_REQUEST_FRAME_BYTES = 64 * 1024 * 1024;
@@ -156,6 +158,7 @@ export const ProcessReadMessages = z.object({
 export type ProcessReadMessages = z.infer<typeof ProcessReadMessages>;
 
 const SandboxRef = z.object({ sandboxId: z.string().regex(SANDBOX_ID_PATTERN) });
+const CodeRef = SandboxRef.extend({ contextId: z.string() });
 const SessionRef = SandboxRef.extend({ sessionId: z.string() });
 const TerminalRef = SandboxRef.extend({ terminalId: z.string() });
 
@@ -216,6 +219,26 @@ export const RuntimeMethods = {
   "volume.get": { params: VolumeRef, result: RuntimeVolume },
   "volume.list": { params: z.object({}), result: z.array(RuntimeVolume) },
   "volume.delete": { params: VolumeRef, result: z.object({ deleted: z.boolean() }) },
+  "code.create": {
+    params: SandboxRef.extend({ request: CreateCodeContextRequest, env: z.record(z.string(), z.string()), defaultCwd: z.string() }),
+    result: CodeContextInfo,
+  },
+  "code.list": { params: SandboxRef, result: z.array(CodeContextInfo) },
+  "code.get": { params: CodeRef, result: CodeContextInfo },
+  "code.delete": { params: CodeRef, result: z.object({ deleted: z.boolean() }) },
+  /** Replace the context's worker (fresh state). */
+  "code.restart": { params: CodeRef, result: CodeContextInfo },
+  /** Run and wait for the end (no host functions). */
+  "code.run": { params: CodeRef.extend({ request: RunCodeRequest }), result: Execution },
+  /** Start a run whose events are read with code.events; `call` events are answered with code.resume. */
+  "code.start": { params: CodeRef.extend({ request: RunCodeRequest, functions: z.array(z.string()).optional() }), result: z.object({ ok: z.literal(true) }) },
+  /** Long-poll the events of the run in progress; `done` once its turn-ender was returned. */
+  "code.events": { params: CodeRef.extend({ waitMs: z.number().int().min(0).max(60_000) }), result: z.object({ events: z.array(WorkerEvent), done: z.boolean() }) },
+  "code.resume": {
+    params: CodeRef.extend({ callId: z.string(), value: z.unknown().optional(), error: z.object({ name: z.string(), message: z.string() }).optional() }),
+    result: z.object({ ok: z.literal(true) }),
+  },
+  "code.install": { params: CodeRef.extend({ request: InstallDependenciesBody }), result: z.object({ output: z.string() }) },
   "process.start": { params: StartProcessParams, result: z.object({ info: ProcessInfo, created: z.boolean() }) },
   "process.list": { params: z.object({ sandboxId: z.string().regex(SANDBOX_ID_PATTERN) }), result: z.array(ProcessInfo) },
   "process.get": { params: ProcessRef, result: ProcessInfo },

@@ -19,6 +19,9 @@ import {
   type CreateTerminalParams,
   type ExecRequest,
   type StartProcessParams,
+  type CreateCodeContextRequest,
+  type InstallDependenciesBody,
+  type RunCodeRequest,
 } from "@agentbox/protocol";
 import { FramedConnection } from "./connection.js";
 import type { SandboxManager } from "./sandbox-manager.js";
@@ -39,6 +42,7 @@ type Ref = { sandboxId: string; processId: string };
 type SessionRef = { sandboxId: string; sessionId: string };
 type TerminalRef = { sandboxId: string; terminalId: string };
 type FsRef = { sandboxId: string; handle: string };
+type CodeRef = { sandboxId: string; contextId: string };
 
 export interface RuntimeServerOptions {
   socketPath: string;
@@ -132,6 +136,23 @@ export class RuntimeServer {
       "volume.get": (p: { name: string }) => m.getVolume(p.name),
       "volume.list": () => m.listVolumes(),
       "volume.delete": async (p: { name: string }) => ({ deleted: await m.deleteVolume(p.name) }),
+      "code.create": (p: { sandboxId: string; request: CreateCodeContextRequest; env: Record<string, string>; defaultCwd: string }) =>
+        m.code(p.sandboxId).create(p.request, p.env, p.defaultCwd),
+      "code.list": (p: { sandboxId: string }) => m.code(p.sandboxId).list(),
+      "code.get": (p: CodeRef) => m.code(p.sandboxId).get(p.contextId),
+      "code.delete": async (p: CodeRef) => ({ deleted: await m.code(p.sandboxId).delete(p.contextId) }),
+      "code.restart": (p: CodeRef) => m.code(p.sandboxId).restart(p.contextId),
+      "code.run": (p: CodeRef & { request: RunCodeRequest }) => m.code(p.sandboxId).run(p.contextId, p.request),
+      "code.start": (p: CodeRef & { request: RunCodeRequest; functions?: string[] }) => {
+        m.code(p.sandboxId).start(p.contextId, p.request, p.functions);
+        return { ok: true };
+      },
+      "code.events": (p: CodeRef & { waitMs: number }) => m.code(p.sandboxId).events(p.contextId, p.waitMs),
+      "code.resume": (p: CodeRef & { callId: string; value?: unknown; error?: { name: string; message: string } }) => {
+        m.code(p.sandboxId).resume(p.contextId, p.callId, p.error ? { error: p.error } : { value: p.value ?? null });
+        return { ok: true };
+      },
+      "code.install": (p: CodeRef & { request: InstallDependenciesBody }) => m.code(p.sandboxId).install(p.contextId, p.request),
       "runtime.shutdown": async () => {
         await opts.onShutdown();
         return { ok: true };

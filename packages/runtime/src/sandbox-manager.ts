@@ -41,6 +41,7 @@ import { ProcessSupervisor } from "./process-supervisor.js";
 import { SessionRegistry } from "./sessions.js";
 import { FileService } from "./files.js";
 import { TerminalRegistry } from "./terminals.js";
+import { CodeContexts } from "./code-contexts.js";
 
 /** Sandbox users map to host uids from here up, one per live sandbox. */
 export const HOST_UID_BASE = 2_000_000;
@@ -57,6 +58,7 @@ interface Entry {
   sessions: SessionRegistry;
   terminals: TerminalRegistry;
   files: FileService;
+  code: CodeContexts;
   slot: number;
   createdAt: string;
   workdir: string;
@@ -244,6 +246,7 @@ export class SandboxManager {
         sessions: new SessionRegistry(sandbox),
         terminals: new TerminalRegistry(sandbox),
         files: new FileService(sandbox, params.workdir),
+        code: new CodeContexts(sandbox),
         slot,
         createdAt: new Date().toISOString(),
         workdir: params.workdir,
@@ -486,6 +489,7 @@ export class SandboxManager {
     if (!entry) return false;
     this.sandboxes.delete(id);
     entry.files.closeAll();
+    await entry.code.closeAll().catch(() => undefined);
     await entry.sandbox.destroy();
     this.usedSlots.delete(entry.slot);
     void this.refillSpares();
@@ -508,6 +512,12 @@ export class SandboxManager {
   files(id: string): FileService {
     this.get(id);
     return this.sandboxes.get(id)!.files;
+  }
+
+  /** The code contexts of a running sandbox. */
+  code(id: string): CodeContexts {
+    this.get(id);
+    return this.sandboxes.get(id)!.code;
   }
 
   /** The terminals of a running sandbox. */

@@ -32,6 +32,7 @@ export {
   type WaitForTemplateOptions,
   type UploadedImage,
 } from "./templates.js";
+export { Code, CodeContext, Tuple, type CodeFunction, type RunOptions, type CodeContextInfo, type CreateCodeContextRequest, type Execution } from "./code.js";
 export { Files, type FileEntry, type WatchEvent, type WatchHandle, type WriteOptions, type TransferOptions } from "./files.js";
 export { Session, type SessionInfo, type SessionExecOptions, type CreateSessionRequest } from "./session.js";
 export { Terminals, Terminal, TerminalConnection, type TerminalInfo, type TerminalExit, type CreateTerminalRequest } from "./terminal.js";

@@ -7,6 +7,7 @@ import type { ProcessInfo, ProcessLogs, ProcessSignal, StartProcessRequest } fro
 import { Session, type CreateSessionRequest, type SessionInfo } from "./session.js";
 import { Terminals } from "./terminal.js";
 import { Files } from "./files.js";
+import { Code } from "./code.js";
 
 // `Symbol.asyncDispose` must exist before the class below is defined, because its
 // method key is computed then. Node 20.20 defines it (as Symbol.for("nodejs.asyncDispose"));
@@ -59,6 +60,8 @@ export class Sandbox {
   readonly terminals: Terminals;
   /** Files of this sandbox: read, write, list, watch, directories in and out. */
   readonly files: Files;
+  /** Code contexts: stateful Python and JavaScript interpreters whose code can call your functions. */
+  readonly code: Code;
 
   /** @internal Use `client.sandboxes.create()` or `.get()`. */
   constructor(http: HttpTransport, info: SandboxInfo) {
@@ -66,6 +69,7 @@ export class Sandbox {
     this.current = info;
     this.terminals = new Terminals(http, info.id);
     this.files = new Files(http, info.id);
+    this.code = new Code(http, info.id);
   }
 
   /** The last state the server reported (updated by `refresh`, `setTimeout` and `delete`). */

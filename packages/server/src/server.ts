@@ -28,6 +28,9 @@ import { SandboxService } from "./sandbox-service.js";
 import { Store } from "./store.js";
 import { TemplateService } from "./template-service.js";
 import { ImageSources } from "./images.js";
+import { CodeService } from "./code-service.js";
+import { codeRoutes } from "./routes/code.js";
+import { serveCodeSession } from "./streams/code-session.js";
 import { VolumeService } from "./volume-service.js";
 import { PoolService } from "./pool-service.js";
 import { templateRoutes } from "./routes/templates.js";
@@ -94,6 +97,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const terminals = new TerminalService(sandboxes, runtime);
   terminalRoutes(router, terminals);
   fileRoutes(router, new FileService(sandboxes, runtime));
+  const code = new CodeService(sandboxes, runtime);
+  codeRoutes(router, code);
   uiRoutes(router);
 
   const sockets = new WebSocketHub(
@@ -130,6 +135,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       return undefined;
     }
   });
+  sockets.route("/v1/sandboxes/:id/code/contexts/:cid/session", (ws, params) => serveCodeSession(ws, code, params.id!, params.cid!));
   sockets.route("/v1/sandboxes/:id/terminals/:tid/connect", (ws, params) => serveTerminalStream(ws, terminals, params.id!, params.tid!));
 
   const server = createServer((req, res) => {

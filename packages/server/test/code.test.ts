@@ -1,0 +1,234 @@
+/**
+ * Code contexts end to end: a real server, real sandboxes, CPython and Node
+ * workers inside them, the SDK over HTTP and the session WebSocket.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { Agentbox, Tuple, isAgentboxError, type Sandbox } from "@agentbox/sdk";
+import { startHarness, type Harness } from "./harness.js";
+
+/** A minimal pure-Python wheel, written by hand (there is no PyPI here). */
+function buildWheel(dir: string, name: string, version: string, body: string): string {
+  const file = join(dir, `${name}-${version}-py3-none-any.whl`);
+  const script = `
+import zipfile, hashlib, base64, sys
+name, version, body, out = sys.argv[1:5]
+files = {f"{name}/__init__.py": body.encode(),
+         f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\\nName: {name}\\nVersion: {version}\\n".encode(),
+         f"{name}-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}
+record = []
+for path, data in files.items():
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    record.append(f"{path},sha256={digest},{len(data)}")
+record.append(f"{name}-{version}.dist-info/RECORD,,")
+files[f"{name}-{version}.dist-info/RECORD"] = ("\\n".join(record) + "\\n").encode()
+with zipfile.ZipFile(out, "w") as z:
+    for path, data in files.items():
+        z.writestr(path, data)
+`;
+  execFileSync("/usr/bin/python3", ["-c", script, name, version, body, file]);
+  return file;
+}
+
+describe("code contexts", () => {
+  let h: Harness;
+  let client: Agentbox;
+  let sb: Sandbox;
+  let work: string;
+
+  before(async () => {
+    h = await startHarness();
+    client = new Agentbox({ url: h.server.url, apiKey: h.server.apiKey });
+    sb = await client.sandboxes.create();
+    work = mkdtempSync(join(tmpdir(), "agentbox-code-"));
+  });
+  after(async () => {
+    await h.close();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  test("python: state across runs, the trailing expression's value, stdout and stderr", async () => {
+    const ctx = await sb.code.createContext({ language: "python" });
+    assert.equal(ctx.info.language, "python");
+    const a = await ctx.run("x = 40\nimport sys\nprint('out'); print('err', file=sys.stderr)");
+    assert.deepEqual([a.stdout, a.stderr, a.results, a.executionCount], ["out\n", "err\n", [], 1]);
+    const b = await ctx.run("x + 2");
+    assert.deepEqual(b.results, [{ text: "42", isMain: true }]);
+    assert.equal(b.executionCount, 2);
+    const none = await ctx.run("None");
+    assert.deepEqual(none.results, []);
+    // The worker runs inside the sandbox, as its user.
+    const who = await ctx.run("import os, socket; (os.getuid(), socket.gethostname(), os.getcwd())");
+    assert.equal(who.results[0]!.text, "(1000, 'sandbox', '/workspace')");
+  });
+
+  test("python: tracebacks show only the user's cells, with line numbers", async () => {
+    const ctx = await sb.code.createContext({ language: "python" });
+    await ctx.run("def a():\n    return b()\n\ndef b():\n    return c()\n");
+    await ctx.run("def c():\n    return 1 / 0\n");
+    const ex = await ctx.run("x = 1\na()");
+    assert.equal(ex.error?.name, "ZeroDivisionError");
+    assert.equal(ex.error?.value, "division by zero");
+    assert.equal(
+      ex.error?.traceback,
+      [
+        "Traceback (most recent call last):",
+        '  File "<cell-3>", line 2, in <module>',
+        "    a()",
+        '  File "<cell-1>", line 2, in a',
+        "    return b()",
+        "           ^^^",
+        '  File "<cell-1>", line 5, in b',
+        "    return c()",
+        "           ^^^",
+        '  File "<cell-2>", line 2, in c',
+        "    return 1 / 0",
+        "           ~~^~~",
+        "ZeroDivisionError: division by zero",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  test("python: a NameError reads exactly as CPython's", async () => {
+    const ctx = await sb.code.createContext({ language: "python" });
+    const ex = await ctx.run("undefined_thing + 1");
+    const cpython = await sb.exec(["python3", "-c", "undefined_thing + 1"]);
+    const last = cpython.stderr.trim().split("\n").at(-1)!;
+    assert.equal(`${ex.error?.name}: ${ex.error?.value}`, last);
+  });
+
+  test("python: host functions with positional and keyword arguments, values both ways, errors, nesting, async", async () => {
+    const ctx = await sb.code.createContext({ language: "python" });
+    const calls: unknown[] = [];
+    const functions = {
+      add: (a: number, b: number) => a + b,
+      describe: (...args: unknown[]) => {
+        calls.push(args);
+        return { got: args.length, bytes: new Uint8Array([1, 2, 255]), tuple: Tuple.from([1, "two"]), big: 2n ** 70n };
+      },
+      fail: () => {
+        throw Object.assign(new Error("no such user"), { name: "KeyError" });
+      },
+      slow: async (x: number) => {
+        await new Promise((r) => setTimeout(r, 20));
+        return x * 2;
+      },
+    };
+    const ex = await ctx.run(
+      [
+        "r = describe(1, b'\\x00\\x01', (3, 4), name='n', flag=True)",
+        "print(type(r['bytes']).__name__, r['bytes'], r['tuple'], r['big'])",
+        "try:",
+        "    fail()",
+        "except KeyError as e:",
+        "    print('caught', repr(e))",
+        "nested = add(add(1, 2), slow(5))",
+        "import asyncio",
+        "async def go():",
+        "    return await slow(21)",
+        "(nested, await go())",
+      ].join("\n"),
+      { functions },
+    );
+    assert.equal(ex.error, undefined, ex.error?.traceback);
+    assert.equal(ex.stdout, "bytes b'\\x01\\x02\\xff' (1, 'two') 1180591620717411303424\ncaught KeyError('no such user')\n");
+    assert.equal(ex.results[0]!.text, "(13, 42)");
+    assert.equal(calls.length, 1);
+    const [args] = calls as [unknown[]];
+    assert.equal(args[0], 1);
+    assert.deepEqual(args[1], new Uint8Array([0, 1]));
+    assert.ok(args[2] instanceof Tuple);
+    assert.deepEqual([...(args[2] as Tuple)], [3, 4]);
+    assert.deepEqual(args[3], { name: "n", flag: true });
+    // Names the host did not declare still raise NameError; the code's own definition wins.
+    const shadow = await ctx.run("def add(a, b):\n    return 'mine'\nadd(1, 2)", { functions });
+    assert.equal(shadow.results[0]!.text, "'mine'");
+    const unknown = await ctx.run("nope(1)", { functions });
+    assert.equal(`${unknown.error?.name}: ${unknown.error?.value}`, "NameError: name 'nope' is not defined");
+  });
+
+  test("python: output streams in order, interleaved with host calls", async () => {
+    const ctx = await sb.code.createContext({ language: "python" });
+    const seen: string[] = [];
+    await ctx.run("print('a')\nping()\nprint('b')\nimport sys; print('c', file=sys.stderr)\n'end'", {
+      functions: { ping: () => void seen.push("ping") },
+      onStdout: (t) => seen.push(`out:${t}`),
+      onStderr: (t) => seen.push(`err:${t}`),
+      onResult: (r) => seen.push(`result:${r.text}`),
+    });
+    assert.deepEqual(seen, ["out:a\n", "ping", "out:b\n", "err:c\n", "result:'end'"]);
+  });
+
+  test("python: a run past its timeout is interrupted; a crash is WORKER_CRASHED; the context works afterwards", async () => {
+    const ctx = await sb.code.createContext({ language: "python" });
+    await ctx.run("kept = 1");
+    const slow = await ctx.run("while True:\n    pass", { timeoutMs: 300 });
+    assert.equal(slow.error?.name, "TimeoutError");
+    // Interrupted (KeyboardInterrupt inside): the worker survived, state kept.
+    assert.equal((await ctx.run("kept")).results[0]!.text, "1");
+    await assert.rejects(ctx.run("import os\nos._exit(1)"), (e) => isAgentboxError(e, "WORKER_CRASHED"));
+    // Replaced: fresh state.
+    const after = await ctx.run("'kept' in dir()");
+    assert.equal(after.results[0]!.text, "False");
+    assert.equal((await ctx.run("1 + 1")).results[0]!.text, "2");
+  });
+
+  test("python: dependencies go into the context's own environment; flags are refused; PEP 723 installs first", async () => {
+    const wheel = buildWheel(work, "agentboxdemo", "0.1", "VALUE = 'from the wheel'\n");
+    await sb.files.mkdir("/workspace/wheels");
+    await sb.files.write(`/workspace/wheels/${wheel.split("/").at(-1)}`, readFileSync(wheel));
+    const one = await sb.code.createContext({ language: "python" });
+    // pip reads its options from the environment too: this context installs from the local wheels.
+    const two = await sb.code.createContext({ language: "python", env: { PIP_FIND_LINKS: "/workspace/wheels", PIP_NO_INDEX: "1" } });
+    const installed = await one.installDependencies(["agentboxdemo"], { findLinks: "/workspace/wheels" });
+    assert.match(installed.output, /Successfully installed agentboxdemo-0\.1/);
+    assert.equal((await one.run("import agentboxdemo; agentboxdemo.VALUE")).results[0]!.text, "'from the wheel'");
+    const isolated = await two.run("import agentboxdemo");
+    assert.equal(isolated.error?.name, "ModuleNotFoundError");
+    await assert.rejects(one.installDependencies(["--index-url=http://evil"]), (e) => isAgentboxError(e, "INVALID_REQUEST"));
+    await assert.rejects(one.installDependencies([""]), (e) => isAgentboxError(e, "INVALID_REQUEST"));
+    const pep = await two.run(
+      "# /// script\n# dependencies = ['agentboxdemo']\n# ///\nimport agentboxdemo\nagentboxdemo.VALUE",
+    );
+    assert.equal(pep.error?.name ?? pep.results[0]?.text, "'from the wheel'", pep.error?.traceback ?? pep.stderr);
+  });
+
+  test("javascript: state, top-level await, last expression, console, errors, host functions", async () => {
+    const ctx = await sb.code.createContext({ language: "javascript" });
+    await ctx.run("let n = 40; function twice(x) { return x * 2 }");
+    const a = await ctx.run("console.log('hi'); console.error('oops'); await new Promise(r => setTimeout(r, 5)); n + 2");
+    assert.deepEqual([a.stdout, a.stderr, a.results[0]?.text], ["hi\n", "oops\n", "42"]);
+    const err = await ctx.run("function boom() { throw new TypeError('bad') }\nboom()");
+    assert.equal(err.error?.name, "TypeError");
+    assert.match(err.error!.traceback, /<cell-3>/);
+    assert.doesNotMatch(err.error!.traceback, /agentbox-worker|agentbox_worker/);
+    const host = await ctx.run("const r = await lookup(twice(n)); try { await fail() } catch (e) { console.log('caught', e.message) }; r", {
+      functions: { lookup: (x: number) => `#${x}`, fail: () => { throw new Error("host says no"); } },
+    });
+    assert.equal(host.stdout, "caught host says no\n");
+    assert.equal(host.results[0]!.text, "'#80'");
+  });
+
+  test("contexts: list, get, restart, delete; bad requests", async () => {
+    const ctx = await sb.code.createContext({ language: "python" });
+    await ctx.run("y = 5");
+    const listed = await sb.code.listContexts();
+    assert.ok(listed.some((c) => c.id === ctx.id));
+    const restarted = await ctx.restart();
+    assert.equal(restarted.executionCount, 0);
+    assert.equal((await ctx.run("'y' in dir()")).results[0]!.text, "False");
+    await ctx.remove();
+    await assert.rejects(sb.code.getContext(ctx.id), (e) => isAgentboxError(e, "NOT_FOUND"));
+    const bad = await h.api("POST", `/v1/sandboxes/${sb.id}/code/contexts`, { language: "cobol" });
+    assert.equal(bad.status, 400);
+    assert.match(bad.body.error.message, /^language: /);
+    const flag = await h.api("POST", `/v1/sandboxes/${sb.id}/code/contexts/nope/dependencies`, { requirements: ["-r", "x.txt"] });
+    assert.equal(flag.status, 400);
+    assert.match(flag.body.error.message, /^requirements\.0: must be a requirement, not an option/);
+  });
+});
