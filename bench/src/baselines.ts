@@ -21,3 +21,6 @@ export const rawBwrap = () =>
     "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
     "/bin/true",
   ]);
+
+/** A plain CPython start that evaluates 1+1 (the cost a code context's warm pool avoids). */
+export const rawPython = () => run("/usr/bin/python3", ["-c", "1+1"]);

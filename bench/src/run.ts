@@ -9,6 +9,7 @@
  *   (i) file upload and download through the SDK vs `cat src | cat > dst`, and server RSS meanwhile
  *   (j) claim from a warm pool, create from a 3-layer OCI template vs from `host`, pause + resume
  *       of a sandbox running 50 processes
+ *   (k) code contexts: create from the warm pool, `1+1` round trip, 1,000 host calls, vs `python3 -c`
  * Options: --quick (fewer iterations), --json (machine-readable result), --sandboxes N,
  * --only a,g,h (run just those sections).
  */
@@ -22,6 +23,7 @@ import { bigDownload, bigUpload, filesThroughput } from "./files.js";
 import { concurrentStreams, firstChunkLatency, rawPipeThroughput, sdkThroughput } from "./streams.js";
 import { fmt, interleave, mib, summarize, type Summary } from "./stats.js";
 import { ociCreates, pauseResume, poolClaims } from "./lifecycle.js";
+import { codeBench } from "./code.js";
 
 const { values } = parseArgs({
   options: { quick: { type: "boolean" }, json: { type: "boolean" }, sandboxes: { type: "string" }, only: { type: "string" } },
@@ -221,6 +223,21 @@ try {
       ociCreate: { oci, host, ratioP50: ratio, importMs: creates.importMs, met: ratio <= 2 },
       pauseResume: { agentbox: p, health: h2, met: p.p50 <= 20 },
     };
+  }
+
+  if (want("k")) {
+    log("");
+    const c = await codeBench(warm, quick ? 10 : 30);
+    const create = summarize(c.create);
+    const run = summarize(c.run);
+    const py = summarize(c.python);
+    const cb = summarize(c.callbacks1000Ms);
+    log("(k) code contexts (Python, SDK over HTTP)");
+    log(`  create a context (warm pool)  p50 ${fmt(create.p50)}  p95 ${fmt(create.p95)}  (target p50 <= 20 ms: ${create.p50 <= 20 ? "met" : "MISSED"})`);
+    log(`  run \`1+1\` on a warm context  p50 ${fmt(run.p50)}  p95 ${fmt(run.p95)}  (target p50 <= 3 ms: ${run.p50 <= 3 ? "met" : "MISSED"})`);
+    log(`  python3 -c '1+1' spawn      p50 ${fmt(py.p50)}  (run is ${(run.p50 / py.p50).toFixed(2)}x of it; a new context ${(create.p50 / py.p50).toFixed(2)}x)`);
+    log(`  1,000 host function calls in one run  p50 ${fmt(cb.p50)}  (target <= 300 ms: ${cb.p50 <= 300 ? "met" : "MISSED"})`);
+    results.code = { create, run, python: py, callbacks1000: cb, met: create.p50 <= 20 && run.p50 <= 3 && cb.p50 <= 300 };
   }
 
   await warm.delete();

@@ -78,6 +78,11 @@ export async function startWorkerServer(options: WorkerServerOptions): Promise<R
       child.stdin.write(Buffer.concat([h, data]));
     });
     ws.on("close", () => child.kill("SIGKILL"));
+    // An oversize or broken message ends this connection (and its worker) only.
+    ws.on("error", () => {
+      child.kill("SIGKILL");
+      ws.terminate();
+    });
   };
 
   await new Promise<void>((resolve, reject) => {

@@ -199,6 +199,7 @@ export class Worker {
     await this.request({ type: "shutdown" }).catch(() => undefined);
     clearTimeout(timer);
     this.transport.kill();
+    this.die("shut down");
   }
 
   kill(): void {

@@ -117,6 +117,9 @@ export class WorkerFrameReader {
 
 // ---------------------------------------------------------------- values
 
+/** A Python tuple, as the host sees it (an array that crosses back as a tuple). */
+export class Tuple extends Array<unknown> {}
+
 /** JS value → wire value (host function results and arguments). */
 export function encodeValue(v: unknown): unknown {
   if (v === null || v === undefined) return null;
@@ -129,6 +132,7 @@ export function encodeValue(v: unknown): unknown {
   }
   if (typeof v === "bigint") return Number.isSafeInteger(Number(v)) ? Number(v) : { $int: v.toString() };
   if (v instanceof Uint8Array) return { $bytes: Buffer.from(v).toString("base64") };
+  if (v instanceof Tuple) return { $tuple: [...v].map(encodeValue) };
   if (Array.isArray(v)) return v.map(encodeValue);
   if (typeof v === "object") {
     const entries = Object.entries(v as Record<string, unknown>).map(([k, x]) => [k, encodeValue(x)] as const);
@@ -137,9 +141,6 @@ export function encodeValue(v: unknown): unknown {
   }
   throw new TypeError(`a ${typeof v} cannot be sent to the worker`);
 }
-
-/** A Python tuple, as the host sees it. */
-export class Tuple extends Array<unknown> {}
 
 /** Wire value → JS value: bytes → Uint8Array, tuple → Tuple (an array), big ints → bigint. */
 export function decodeValue(v: unknown): unknown {
