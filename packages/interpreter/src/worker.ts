@@ -46,6 +46,16 @@ export class WorkerFailure extends Error {
 
 const INTERRUPT_GRACE_MS = 500;
 
+/** The hot events (print, call) checked by hand; the rest by their schema. */
+function parseEvent(raw: unknown): WorkerEvent {
+  const e = raw as Record<string, unknown>;
+  if (e?.type === "print" && (e.stream === "stdout" || e.stream === "stderr") && typeof e.text === "string") return e as WorkerEvent;
+  if (e?.type === "call" && typeof e.callId === "string" && typeof e.name === "string" && Array.isArray(e.args) && typeof e.kwargs === "object" && e.kwargs !== null) {
+    return e as WorkerEvent;
+  }
+  return WorkerEvent.parse(raw);
+}
+
 export class Worker {
   private current: { resolve: (e: TurnEnder) => void; reject: (e: Error) => void; options: TurnOptions } | undefined;
   private deadReason: string | undefined;
@@ -76,7 +86,7 @@ export class Worker {
   private receive(payload: Buffer): void {
     let event: WorkerEvent;
     try {
-      event = WorkerEvent.parse(JSON.parse(payload.toString("utf8")));
+      event = parseEvent(JSON.parse(payload.toString("utf8")));
     } catch {
       this.transport.kill();
       this.die("the worker sent a message that is not part of the protocol");

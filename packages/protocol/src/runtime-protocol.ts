@@ -234,9 +234,15 @@ export const RuntimeMethods = {
   "code.start": { params: CodeRef.extend({ request: RunCodeRequest, functions: z.array(z.string()).optional() }), result: z.object({ ok: z.literal(true) }) },
   /** Long-poll the events of the run in progress; `done` once its turn-ender was returned. */
   "code.events": { params: CodeRef.extend({ waitMs: z.number().int().min(0).max(60_000) }), result: z.object({ events: z.array(WorkerEvent), done: z.boolean() }) },
+  /** Answer a `call`, then (like code.events) wait up to `waitMs` for the run's next events: one round trip per host call. */
   "code.resume": {
-    params: CodeRef.extend({ callId: z.string(), value: z.unknown().optional(), error: z.object({ name: z.string(), message: z.string() }).optional() }),
-    result: z.object({ ok: z.literal(true) }),
+    params: CodeRef.extend({
+      callId: z.string(),
+      value: z.unknown().optional(),
+      error: z.object({ name: z.string(), message: z.string() }).optional(),
+      waitMs: z.number().int().min(0).max(60_000).default(0),
+    }),
+    result: z.object({ events: z.array(WorkerEvent), done: z.boolean() }),
   },
   "code.install": { params: CodeRef.extend({ request: InstallDependenciesBody }), result: z.object({ output: z.string() }) },
   "process.start": { params: StartProcessParams, result: z.object({ info: ProcessInfo, created: z.boolean() }) },

@@ -30,7 +30,8 @@ const MAX_EXECUTION_OUTPUT = 10 * 1024 * 1024;
 interface Stream {
   queue: WorkerEvent[];
   done: boolean;
-  wake: (() => void) | undefined;
+  /** Readers waiting for events (one normally; a resume and an events call may overlap). */
+  waiters: Set<() => void>;
   calls: Map<string, (answer: CallAnswer) => void>;
 }
 
@@ -196,11 +197,11 @@ export class CodeContexts {
   start(id: string, req: RunCodeRequest, functions: string[] | undefined): void {
     const c = this.context(id);
     this.begin(c);
-    const stream: Stream = { queue: [], done: false, wake: undefined, calls: new Map() };
+    const stream: Stream = { queue: [], done: false, waiters: new Set(), calls: new Map() };
     c.stream = stream;
     const push = (e: WorkerEvent) => {
       stream.queue.push(e);
-      stream.wake?.();
+      for (const wake of stream.waiters) wake();
     };
     void c.worker
       .request(
@@ -229,13 +230,14 @@ export class CodeContexts {
     if (!stream) throw new AgentboxError("NOT_FOUND", `code context ${id} has no run in progress`);
     if (stream.queue.length === 0 && !stream.done && waitMs > 0) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, waitMs);
-        stream.wake = () => {
+        const wake = () => {
           clearTimeout(timer);
+          stream.waiters.delete(wake);
           resolve();
         };
+        const timer = setTimeout(wake, waitMs);
+        stream.waiters.add(wake);
       });
-      stream.wake = undefined;
     }
     const events = stream.queue.splice(0);
     const done = stream.done && stream.queue.length === 0;

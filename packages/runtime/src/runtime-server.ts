@@ -148,9 +148,10 @@ export class RuntimeServer {
         return { ok: true };
       },
       "code.events": (p: CodeRef & { waitMs: number }) => m.code(p.sandboxId).events(p.contextId, p.waitMs),
-      "code.resume": (p: CodeRef & { callId: string; value?: unknown; error?: { name: string; message: string } }) => {
-        m.code(p.sandboxId).resume(p.contextId, p.callId, p.error ? { error: p.error } : { value: p.value ?? null });
-        return { ok: true };
+      "code.resume": (p: CodeRef & { callId: string; value?: unknown; error?: { name: string; message: string }; waitMs: number }) => {
+        const code = m.code(p.sandboxId);
+        code.resume(p.contextId, p.callId, p.error ? { error: p.error } : { value: p.value ?? null });
+        return code.events(p.contextId, p.waitMs);
       },
       "code.install": (p: CodeRef & { request: InstallDependenciesBody }) => m.code(p.sandboxId).install(p.contextId, p.request),
       "runtime.shutdown": async () => {

@@ -41,23 +41,46 @@ function relay(ws: WebSocket, e: WorkerEvent): boolean {
 export function serveCodeSession(ws: WebSocket, code: CodeService, sandboxId: string, contextId: string): void {
   const runtime = code.runtime;
   let running = false;
+  /** Host calls sent to the client and not answered yet. */
+  let pending = 0;
+  /** Whether a read of the run's events is outstanding. */
+  let reading = false;
   const fail = (err: unknown) => {
     const e = err instanceof AgentboxError ? err : new AgentboxError("INTERNAL", String(err));
     send(ws, { type: "failed", code: e.code, message: e.message });
     return e;
   };
-  const pump = async () => {
+  /** Relay a batch of events; true when the run is over. */
+  const take = (r: { events: WorkerEvent[]; done: boolean }): boolean => {
+    let ended = false;
+    for (const e of r.events) {
+      if (e.type === "call") pending++;
+      ended = relay(ws, e) || ended;
+    }
+    if (r.done || ended) {
+      running = false;
+      pending = 0;
+      return true;
+    }
+    return false;
+  };
+  /**
+   * Read events until the run ends or waits on the client (a call is out). The answer to the
+   * last call brings the next events itself (code.resume waits for them): one round trip a call.
+   */
+  const read = async (first: Promise<{ events: WorkerEvent[]; done: boolean }>) => {
+    reading = true;
     try {
+      let next = first;
       for (;;) {
-        const r = await runtime.request("code.events", { sandboxId, contextId, waitMs: POLL_MS });
-        let ended = false;
-        for (const e of r.events) ended = relay(ws, e) || ended;
-        if (r.done || ended) break;
+        if (take(await next) || pending > 0 || ws.readyState !== ws.OPEN) return;
+        next = runtime.request("code.events", { sandboxId, contextId, waitMs: POLL_MS });
       }
     } catch (err) {
+      running = false;
       fail(err);
     } finally {
-      running = false;
+      reading = false;
     }
   };
   ws.on("message", (raw: Buffer, isBinary: boolean) => {
@@ -73,6 +96,7 @@ export function serveCodeSession(ws: WebSocket, code: CodeService, sandboxId: st
         return;
       }
       running = true;
+      pending = 0;
       void (async () => {
         try {
           code.requireReady(sandboxId);
@@ -87,14 +111,21 @@ export function serveCodeSession(ws: WebSocket, code: CodeService, sandboxId: st
           fail(err);
           return;
         }
-        await pump();
+        await read(runtime.request("code.events", { sandboxId, contextId, waitMs: POLL_MS }));
       })();
       return;
     }
+    if (!running) {
+      send(ws, { type: "failed", code: "NOT_FOUND", message: `no run is waiting for call ${m.callId}` });
+      return;
+    }
+    pending = Math.max(0, pending - 1);
     const answer = m.type === "return" ? { value: m.value ?? null } : { error: m.error };
-    void runtime.request("code.resume", { sandboxId, contextId, callId: m.callId, ...answer }).catch((err) => fail(err));
+    const last = pending === 0 && !reading;
+    const resumed = runtime.request("code.resume", { sandboxId, contextId, callId: m.callId, ...answer, waitMs: last ? POLL_MS : 0 });
+    if (last) void read(resumed);
+    else void resumed.then((r) => void (r.events.length > 0 && take(r)), (err) => fail(err));
   });
-  ws.on("close", () => undefined);
   void (async () => {
     try {
       await code.get(sandboxId, contextId);
