@@ -20,6 +20,10 @@ type Msg = Record<string, any>;
 type HostFn = (...args: any[]) => unknown;
 
 const TURN_ENDERS = new Set(["complete", "error", "ok", "fatal_error"]);
+const started = new Set<ChildProcessWithoutNullStreams>();
+after(() => {
+  for (const proc of started) if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
+});
 
 /** One worker process and the frames it sends. */
 class Driver {
@@ -30,6 +34,7 @@ class Driver {
   stderr = "";
 
   private constructor(readonly proc: ChildProcessWithoutNullStreams) {
+    started.add(proc);
     proc.stdout.on("data", (chunk: Buffer) => {
       for (const payload of this.reader.push(chunk)) this.inbox.push(JSON.parse(payload.toString("utf8")));
       this.wake?.();
@@ -172,12 +177,17 @@ describe("node worker: code and state", () => {
     assert.equal(await w.value("let q = 3"), undefined);
     assert.equal(await w.value("await null; let q2 = 3"), undefined);
     assert.equal(await w.value("console.log('x')"), undefined);
-    assert.equal(await w.value("for (const i of [1, 2]) {}\nawait null\n[q, q2]"), "[ 3, 3 ]");
+    assert.equal(await w.value("for (const i of [1, 2]) {}\nawait null;\n[q, q2]"), "[ 3, 3 ]");
+    assert.equal((await w.feed("await null\n[q, q2]")).ender.name, "TypeError", "as in JS, no semicolon is inserted before [: null[q, q2]");
+    // Only a trailing expression statement is a result (not a trailing if, loop or try).
+    assert.equal(await w.value("if (true) { 5 }"), undefined);
+    assert.equal(await w.value("await null\nif (true) { 5 }"), undefined);
+    assert.equal(await w.value("try { 5 } finally {}"), undefined);
     assert.equal(await w.value("async function later() { await null; return 'done' }\nawait later()"), "'done'");
     assert.equal(await w.value("later()"), "'done'", "a promise as the main result is awaited");
     assert.equal(await w.value("import path from 'node:path'\nimport { join as j } from 'node:path'\npath.basename(j('a', 'b.txt'))"), "'b.txt'");
     const { ender } = await w.feed("");
-    assert.deepEqual(ender, { type: "complete", results: [], executionCount: 14 });
+    assert.deepEqual(ender, { type: "complete", results: [], executionCount: 19 });
     await w.shutdown();
   });
 
@@ -247,9 +257,9 @@ describe("node worker: code and state", () => {
     await w.value("let kept = 1; var v = 2; globalThis.g = 3; setInterval(() => console.log('tick'), 5)");
     assert.equal((await w.request({ type: "reset" })).ender.type, "ok");
     await new Promise((r) => setTimeout(r, 50));
-    const { events, ender } = await w.feed("[typeof kept, typeof v, typeof g, typeof console.log, typeof setTimeout, typeof require]");
+    const { events, ender } = await w.feed("[typeof kept, typeof v, typeof g, typeof console.log, typeof setTimeout, typeof require].join()");
     assert.equal(ender.executionCount, 1);
-    assert.equal(ender.results[0].text, "[ 'undefined', 'undefined', 'undefined', 'function', 'function', 'function' ]");
+    assert.equal(ender.results[0].text, "'undefined,undefined,undefined,function,function,function'");
     assert.equal(prints(events), "", "the old context's timers were cleared");
     assert.equal(await w.value("let kept = 'again'; kept"), "'again'");
     await w.shutdown();
@@ -260,6 +270,37 @@ describe("node worker: code and state", () => {
     assert.equal(await w.value("[typeof send, typeof writeAll, typeof state, typeof module, typeof fs]"), "[ 'undefined', 'undefined', 'undefined', 'undefined', 'undefined' ]");
     assert.equal(await w.value("process.stdin.read()"), "null", "stdin is empty, frames stay with the worker");
     assert.equal(await w.value("globalThis === global && typeof Buffer.from + typeof structuredClone + typeof URL + typeof TextEncoder"), "'functionfunctionfunctionfunction'");
+    await w.shutdown();
+  });
+
+  test("child processes and fd writes cannot reach the frames; their output becomes prints", async () => {
+    const w = await Driver.start();
+    const sync = await w.feed("const cp = require('child_process')\ncp.execSync('echo out; echo err >&2', { stdio: 'inherit' })");
+    assert.equal(sync.ender.type, "complete");
+    assert.equal(prints(sync.events, "stdout"), "out\n");
+    assert.equal(prints(sync.events, "stderr"), "err\n");
+    assert.equal(sync.ender.results[0].text, "null", "the return value is the one of an inherited stdout");
+    // A child given the worker's stdin reads nothing (it would otherwise eat the frames).
+    assert.equal(await w.value("cp.spawnSync('cat', { stdio: 'inherit' }).status"), "0");
+    const streamed = await w.feed("const child = cp.spawn('sh', ['-c', 'echo one; sleep 0.05; echo two'], { stdio: 'inherit' }); await new Promise((r) => child.on('close', r)); 'closed'");
+    assert.equal(prints(streamed.events, "stdout"), "one\ntwo\n");
+    const esm = await w.feed("import { execFileSync } from 'node:child_process'\nexecFileSync('echo', ['esm'], { stdio: [0, 1, 2] })");
+    assert.equal(prints(esm.events, "stdout"), "esm\n");
+    const fd = await w.feed("require('fs').writeSync(1, 'to fd 1\\n'); require('fs').writeSync(2, Buffer.from('to fd 2\\n'))");
+    assert.equal(prints(fd.events, "stdout"), "to fd 1\n");
+    assert.equal(prints(fd.events, "stderr"), "to fd 2\n");
+    assert.equal(await w.value("'still framed'"), "'still framed'");
+    await w.shutdown();
+  });
+
+  test("process.exit ends the cell, not the worker", async () => {
+    const w = await Driver.start();
+    const done = await w.feed("let before = 1; console.log('a'); process.exit(); console.log('b')");
+    assert.equal(done.ender.type, "complete");
+    assert.equal(prints(done.events), "a\n");
+    const failed = (await w.feed("process.exit(3)")).ender;
+    assert.deepEqual([failed.type, failed.name], ["error", "SystemExit"]);
+    assert.equal(await w.value("before"), "1");
     await w.shutdown();
   });
 
@@ -291,7 +332,7 @@ describe("node worker: host functions", () => {
       return args;
     };
     const text = await w.value(
-      "const out = await echo(new Uint8Array([0, 255]), 2n ** 70n, 5n, NaN, -Infinity, [1, 'two', null], { nested: { ok: true }, $weird: 1 }, undefined)\n" +
+      "const out = await echo(new Uint8Array([0, 255]), 2n ** 70n, 5n, NaN, -Infinity, [1, 'two', null], { nested: { ok: true }, $weird: 1 }, undefined);\n" +
         "[out[0] instanceof Uint8Array, out[1] === 2n ** 70n, out[2], out[3], out[4], Array.isArray(out[5]) && out[5] instanceof Array, out[6].constructor === Object, out[6].$weird]",
       { echo },
     );
@@ -317,8 +358,8 @@ describe("node worker: host functions", () => {
     const fail = () => {
       throw Object.assign(new Error("bad input"), { name: "ValueError" });
     };
-    assert.equal(await w.value("try { await fail() } catch (e) { [e.name, e.message, e instanceof Error] }", { fail }), "[ 'ValueError', 'bad input', true ]");
-    assert.equal(await w.value("try { await typeFail() } catch (e) { e instanceof TypeError }", { typeFail: () => { throw new TypeError("t"); } }), "true");
+    assert.equal(await w.value("let caught\ntry { await fail() } catch (e) { caught = [e.name, e.message, e instanceof Error] }\ncaught", { fail }), "[ 'ValueError', 'bad input', true ]");
+    assert.equal(await w.value("await typeFail().catch((e) => e instanceof TypeError)", { typeFail: () => { throw new TypeError("t"); } }), "true");
     const { ender } = await w.feed("\nawait fail()", { fail });
     assert.equal(ender.type, "error");
     assert.equal(ender.name, "ValueError");
@@ -352,12 +393,12 @@ describe("node worker: host functions", () => {
     await w.shutdown();
   });
 
-  test("a floating call still gets its answer before the turn ends", async () => {
+  test("a call the code does not await is still answered within the turn", async () => {
     const w = await Driver.start();
     const { events, ender } = await w.feed("slow().then((v) => console.log('got', v)); 'started'", { slow: () => new Promise((r) => setTimeout(() => r(7), 30)) });
     assert.equal(ender.results[0].text, "'started'");
-    assert.deepEqual(events.map((e) => e.type), ["call"]);
-    assert.equal(prints((await w.feed("1")).events), "got 7\n");
+    assert.deepEqual(events.map((e) => e.type), ["call", "print"]);
+    assert.equal(prints(events), "got 7\n");
     await w.shutdown();
   });
 
@@ -483,6 +524,7 @@ describe("node worker: dependencies", () => {
     assert.ok(events.every((e) => e.type === "print" && e.stream === "stderr"));
     assert.equal(await w.value("require('agentbox-tiny-test').hello(1)"), "'hello 1'");
     assert.equal(await w.value("import tiny from 'agentbox-tiny-test'\ntiny.hello(2)"), "'hello 2'");
+    assert.equal(await w.value("(await import('agentbox-tiny-test')).default.hello(3)"), "'hello 3'");
     const failed = (await w.request({ type: "install_dependencies", requirements: [join(tmp, "no-such.tgz")] })).ender;
     assert.deepEqual([failed.type, failed.name], ["error", "InstallError"]);
     await w.shutdown();

@@ -12,29 +12,36 @@
  *
  * How it works:
  * - I/O: after the bootstrap, fd 0 is read by a single asynchronous stream; frames are written to fd 1
- *   with fs.writeSync (ordered, never buffered behind user output). `process.stdout`, `process.stderr`
- *   and `console` are replaced by streams that turn writes into `print` events; `process.stdin` is an
- *   empty stream, so user code cannot touch the frames. Output produced between turns (timers) is kept
- *   and sent at the start of the next feed, since a worker must not speak outside a turn.
- * - State: one vm context per worker (a fresh one on `reset`). Each cell is compiled as a vm.Script.
- *   Top-level `let`/`const`/`var`/`class`/`import` declarations are rewritten into assignments to
- *   script-scope `let` bindings that are declared (once) in the context before the cell runs: they
- *   persist across cells, may be declared again by a later cell, never stay in the temporal dead zone
- *   after an error, and stay fast (a vm context's global object is ~100x slower to look up than a
- *   lexical binding). Top-level function declarations stay hoisted functions of the global object.
- * - Cells without a top-level `await` run as the script itself: the main result is the script's
- *   completion value (declarations complete with `undefined`). Cells with one run inside
- *   `(async () => { ... })()`; the cell's last statement, if it is an expression statement, becomes
- *   `return (...)`. A main result that is a promise is awaited.
- * - Host functions are async functions of the context: `call` out, `resume_call` in, by callId.
- * - SIGINT: ignored between turns; during a feed it ends the feed with `KeyboardInterrupt` when the
- *   code is awaiting, and stops synchronous top-level code (vm breakOnSigint). A busy loop after an
- *   `await` cannot be interrupted: the parent kills the worker.
+ *   with a synchronous write (ordered, never queued behind the code's output). `console`,
+ *   `process.stdout` and `process.stderr` are streams that turn writes into `print` events, and
+ *   `process.stdin` is empty. Node cannot dup2 fds 0/1 away, so the other ways code could reach them
+ *   are redirected (see guardStdio): child processes given the worker's stdio, and fs writes to fd 1/2.
+ *   Output produced between turns (timers) is held and sent at the start of the next feed: a worker
+ *   must not speak outside a turn.
+ * - State: one vm context per worker (a new one on `reset`). Each cell is compiled as a vm.Script
+ *   named `<cell-N>`. Top-level `let`/`const`/`var`/`class`/`import` declarations are rewritten into
+ *   assignments to script-scope `let` bindings declared in the context (once) before the cell runs:
+ *   they persist across cells, may be declared again by a later cell (agents re-run cells), never
+ *   stay in the temporal dead zone after an error, and stay fast (a vm context's global object is
+ *   ~100x slower to look up than a lexical binding). Top-level function declarations stay hoisted
+ *   functions of the global object.
+ * - Results: only a trailing expression statement is the main result (`undefined`: none). A cell
+ *   without top-level `await` runs as the script itself and gives that value as its completion
+ *   value; a cell with one runs as `(async () => { ... })()` where that statement becomes
+ *   `return (...)`. A main result that is a promise is awaited (so `hostFn(1)` shows its value).
+ * - Host functions are async functions of the context: `call` out, `resume_call` in, by callId; the
+ *   turn ends once no call is in flight. Values cross as context-realm objects.
+ * - SIGINT: ignored between turns; during a feed it ends the feed with a `KeyboardInterrupt` error
+ *   (state kept) when the code is awaiting, and stops a synchronous cell (vm breakOnSigint). A busy
+ *   loop after an `await` cannot be interrupted: the parent kills the worker.
+ * - process.exit() in a cell ends the cell (status 0: complete; else a SystemExit error), not the worker.
  *
- * Limits (documented): the statement splitter is a tokenizer-level approximation of the JS grammar,
- * checked by V8 (if a rewrite does not compile, the original code runs unrewritten); `const` bindings
- * become mutable; a `var` inside a top-level block of a cell with top-level await is local to the cell;
- * `import()`/`import ... from` resolve installed packages and the working directory.
+ * Limits: the statement splitter is a tokenizer-level approximation of the JS grammar, checked by V8
+ * (a rewrite that does not compile falls back to the code as written); `const` bindings become
+ * mutable, and top-level `var`s are not properties of globalThis; a `var` nested in a top-level block
+ * of a cell with top-level await stays local to that cell; `import ... from "x"` and `import("x")`
+ * (a string literal) resolve packages from the install directory, then the working directory (a
+ * computed `import(x)`: the working directory only); `findLinks` is ignored (npm).
  */
 "use strict";
 
@@ -66,6 +73,10 @@ const SELF_MARK = (() => {
 
 // ------------------------------------------------------------------ frames out
 
+// Our own references: fs.writeSync/fs.write are redirected for the code (see guardStdio).
+const rawWriteSync = fs.writeSync;
+const rawWrite = fs.write;
+
 let maxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
 let maxOutputBytes;
 let scriptName;
@@ -75,7 +86,7 @@ function writeAll(fd, buf) {
   let off = 0;
   while (off < buf.length) {
     try {
-      off += fs.writeSync(fd, buf, off, buf.length - off);
+      off += rawWriteSync(fd, buf, off, buf.length - off);
     } catch (err) {
       if (err && err.code === "EAGAIN") {
         Atomics.wait(sleeper, 0, 0, 1);
@@ -190,11 +201,11 @@ function flushBacklog() {
 
 /** A writable that turns every write into a print event, synchronously. Never ends. */
 class PrintStream extends Writable {
-  constructor(stream, fd) {
+  constructor(stream) {
+    // No `fd`: Node would hand fd 1 (the frames) to a child given this stream as its stdio.
     super({ decodeStrings: false });
     this._agentboxStream = stream;
     this._decoder = new StringDecoder("utf8");
-    this.fd = fd;
     this.isTTY = false;
   }
   write(chunk, encoding, cb) {
@@ -232,11 +243,164 @@ class PrintStream extends Writable {
   }
 }
 
-const stdoutStream = new PrintStream("stdout", 1);
-const stderrStream = new PrintStream("stderr", 2);
+const stdoutStream = new PrintStream("stdout");
+const stderrStream = new PrintStream("stderr");
 const emptyStdin = new Readable({ read() { this.push(null); } });
-emptyStdin.fd = 0;
 emptyStdin.isTTY = false;
+
+/**
+ * fd 0 and fd 1 carry the frames, and Node cannot move them (no dup2). So the ways code reaches them
+ * are redirected: a child process given the worker's stdin gets nothing ("ignore"), one given its
+ * stdout or stderr ("inherit", 1, 2, process.stdout...) writes into a pipe (asynchronous spawns,
+ * streamed) or a temporary file (synchronous ones, sent when the child is done) whose text becomes
+ * print events; fs.writeSync/fs.write to fd 1 or 2 become print events. (Opening /dev/stdout, or a
+ * native addon writing to fd 1, would still break the frames.)
+ */
+function guardStdio() {
+  const textOf = (data, offsetOrPosition, lengthOrEncoding) => {
+    if (typeof data === "string") return typeof lengthOrEncoding === "string" && !/^utf-?8$/i.test(lengthOrEncoding) ? Buffer.from(data, lengthOrEncoding) : Buffer.from(data);
+    if (!ArrayBuffer.isView(data)) return null;
+    let b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    if (offsetOrPosition !== null && typeof offsetOrPosition === "object") {
+      const { offset = 0, length = b.length - offset } = offsetOrPosition;
+      return b.subarray(offset, offset + length);
+    }
+    const offset = typeof offsetOrPosition === "number" ? offsetOrPosition : 0;
+    const length = typeof lengthOrEncoding === "number" ? lengthOrEncoding : b.length - offset;
+    return b.subarray(offset, offset + length);
+  };
+  const decoders = { 1: new StringDecoder("utf8"), 2: new StringDecoder("utf8") };
+  const toPrint = (fd, bytes) => emitPrint(fd === 1 ? "stdout" : "stderr", decoders[fd].write(bytes));
+  fs.writeSync = function writeSync(fd, data, a, b) {
+    if (fd === 1 || fd === 2) {
+      const bytes = textOf(data, a, b);
+      if (bytes) {
+        toPrint(fd, bytes);
+        return bytes.length;
+      }
+    }
+    return rawWriteSync.apply(this, arguments);
+  };
+  fs.write = function write(fd, data, ...rest) {
+    const cb = rest[rest.length - 1];
+    if ((fd === 1 || fd === 2) && typeof cb === "function") {
+      const bytes = textOf(data, rest[0], rest[1]);
+      if (bytes) {
+        toPrint(fd, bytes);
+        process.nextTick(cb, null, bytes.length, data);
+        return;
+      }
+    }
+    return rawWrite.apply(this, arguments);
+  };
+
+  const cp = require("child_process");
+  const orig = { spawn: cp.spawn, spawnSync: cp.spawnSync, execSync: cp.execSync, execFileSync: cp.execFileSync, fork: cp.fork };
+  const targetOf = (v, i) => {
+    if (v === "inherit") return i === 0 ? "in" : i === 1 ? "stdout" : i === 2 ? "stderr" : null;
+    if (v === 0 || v === emptyStdin) return "in";
+    if (v === 1 || v === stdoutStream) return "stdout";
+    if (v === 2 || v === stderrStream) return "stderr";
+    return null;
+  };
+  /** Options with the worker's own stdio replaced; `finish` sends what a synchronous child wrote. */
+  const redirect = (options, defaultStdio, sync) => {
+    let stdio = options && options.stdio !== undefined ? options.stdio : defaultStdio;
+    if (typeof stdio === "string") stdio = [stdio, stdio, stdio];
+    const none = { options, pipes: [], finish() {} };
+    if (!Array.isArray(stdio)) return none;
+    stdio = [...stdio];
+    const pipes = [];
+    const files = [];
+    let changed = false;
+    for (let i = 0; i < stdio.length; i++) {
+      const target = targetOf(stdio[i], i);
+      if (target === null) continue;
+      changed = true;
+      if (target === "in") stdio[i] = "ignore";
+      else if (sync) {
+        const file = path.join(os.tmpdir(), `agentbox-child-${process.pid}-${crypto.randomBytes(6).toString("hex")}`);
+        const fd = fs.openSync(file, "w+", 0o600);
+        files.push({ fd, file, target });
+        stdio[i] = fd;
+      } else {
+        stdio[i] = "pipe";
+        pipes.push([i, target]);
+      }
+    }
+    if (!changed) return none;
+    return {
+      options: { ...(options || {}), stdio },
+      pipes,
+      finish() {
+        for (const f of files) {
+          try {
+            emitPrint(f.target, fs.readFileSync(f.file, "utf8"));
+          } catch {}
+          try {
+            fs.closeSync(f.fd);
+            fs.unlinkSync(f.file);
+          } catch {}
+        }
+      },
+    };
+  };
+  const forward = (child, r) => {
+    for (const [i, target] of r.pipes) {
+      const stream = child.stdio && child.stdio[i];
+      if (!stream) continue;
+      const decoder = new StringDecoder("utf8");
+      stream.on("data", (d) => emitPrint(target, decoder.write(d)));
+    }
+    return child;
+  };
+  // (file, args?, options?): where the options are.
+  const optionsIndex = (args) => (Array.isArray(args[1]) || args[1] === undefined || args[1] === null ? 2 : 1);
+  const wrap = (fn, { sync, defaultStdio, explicitOnly, index = optionsIndex }) =>
+    function (...args) {
+      const i = index(args);
+      const options = args[i];
+      if ((options !== undefined && (options === null || typeof options !== "object")) || (explicitOnly && !(options && options.stdio !== undefined))) return fn.apply(this, args);
+      const r = redirect(options, typeof defaultStdio === "function" ? defaultStdio(options) : defaultStdio, sync);
+      if (r.options !== options) {
+        while (args.length < i) args.push(undefined);
+        args[i] = r.options;
+      }
+      if (!sync) return forward(fn.apply(this, args), r);
+      try {
+        return fn.apply(this, args);
+      } finally {
+        r.finish();
+      }
+    };
+  cp.spawn = wrap(orig.spawn, { sync: false, defaultStdio: "pipe" });
+  cp.spawnSync = wrap(orig.spawnSync, { sync: true, defaultStdio: "pipe" });
+  cp.execSync = wrap(orig.execSync, { sync: true, explicitOnly: true, index: () => 1 });
+  cp.execFileSync = wrap(orig.execFileSync, { sync: true, explicitOnly: true });
+  cp.fork = wrap(orig.fork, { sync: false, defaultStdio: (o) => (o && o.silent ? "pipe" : ["inherit", "inherit", "inherit", "ipc"]) });
+  Module.syncBuiltinESMExports();
+}
+
+/**
+ * The context's `process`: the real one, except that exit() ends the cell rather than the worker
+ * (as sys.exit() in the Python worker: status 0 completes the cell, another is a SystemExit error).
+ */
+const contextProcess = new Proxy(process, {
+  get(target, key) {
+    if (key === "exit" || key === "reallyExit") return processExit;
+    return Reflect.get(target, key, target);
+  },
+});
+
+const EXIT_STATUS = Symbol("agentbox.exitStatus");
+
+function processExit(code) {
+  const status = code === undefined || code === null ? (process.exitCode === undefined ? 0 : process.exitCode) : code;
+  const err = new Error(`process.exit(${code === undefined ? "" : code}) was called; the context lives on`);
+  err.name = "SystemExit";
+  err[EXIT_STATUS] = status;
+  throw err;
+}
 
 // ------------------------------------------------------------------ input
 
@@ -871,7 +1035,7 @@ function stringValue(text) {
 
 /**
  * Rewrite a cell. Returns {code, lexical (names to declare), functions (names of hoisted function
- * declarations), isAsync, header}, or null when a declaration is not understood.
+ * declarations), isAsync, endsWithExpression, header}, or null when a declaration is not understood.
  */
 function rewriteCell(src, state) {
   const { toks, tla, stmts } = analyze(src);
@@ -925,11 +1089,21 @@ function rewriteCell(src, state) {
       isAsync = true;
     }
   }
+  // import("literal") anywhere: resolved now, as a static import, to see installed packages.
+  for (let k = 0; k + 3 < toks.length; k++) {
+    const t = toks[k];
+    if (!isName(t, "import") || !isP(toks[k + 1], "(") || toks[k + 2].t !== "str" || !(isP(toks[k + 3], ")") || isP(toks[k + 3], ","))) continue;
+    if (k > 0 && (isP(toks[k - 1], ".") || isP(toks[k - 1], "?."))) continue;
+    const spec = stringValue(toks[k + 2].v);
+    const resolved = resolveImport(spec);
+    if (resolved !== spec) edits.push({ pos: toks[k + 2].s, del: toks[k + 2].e - toks[k + 2].s, text: JSON.stringify(resolved) });
+  }
   let tail = "";
+  const lastStmt = [...stmts].reverse().find((s) => s.kind !== "empty");
+  const endsWithExpression = lastStmt !== undefined && lastStmt.kind === "expr";
   if (isAsync) {
     for (const f of functions) header.push(`globalThis.${f} = ${f};`);
-    const lastStmt = [...stmts].reverse().find((s) => s.kind !== "empty");
-    if (lastStmt && lastStmt.kind === "expr") {
+    if (endsWithExpression) {
       const lastTok = lastStmt.semi && lastStmt.e > lastStmt.s ? lastStmt.e - 1 : lastStmt.e;
       // `return (` goes right after the statement before (keeping this line's columns), or at the
       // end of the wrapper's first line when the expression is the first statement.
@@ -946,7 +1120,7 @@ function rewriteCell(src, state) {
     at = ed.pos + ed.del;
   }
   out += src.slice(at);
-  return { code: out, lexical, functions, isAsync, header: header.concat(tail ? [tail] : []).join(" ") };
+  return { code: out, lexical, functions, isAsync, endsWithExpression, header: header.concat(tail ? [tail] : []).join(" ") };
 }
 
 /** `import ... from "x"` → an assignment from `await import("x")` (same number of lines). */
@@ -1058,7 +1232,7 @@ contextRequire.resolve = (id, options) => resolveModule(id, options);
 contextRequire.cache = require.cache;
 
 const FORWARDED_GLOBALS = [
-  "process", "Buffer", "queueMicrotask", "structuredClone", "TextEncoder", "TextDecoder", "URL", "URLSearchParams",
+  "Buffer", "queueMicrotask", "structuredClone", "TextEncoder", "TextDecoder", "URL", "URLSearchParams",
   "AbortController", "AbortSignal", "Blob", "File", "atob", "btoa", "fetch", "Headers", "Request", "Response", "FormData",
   "performance", "crypto", "Event", "EventTarget", "MessageChannel", "MessagePort", "MessageEvent", "BroadcastChannel",
   "DOMException", "ReadableStream", "WritableStream", "TransformStream", "TextEncoderStream", "TextDecoderStream",
@@ -1109,6 +1283,7 @@ function newState() {
   define("clearInterval", untrack(clearInterval));
   define("clearImmediate", untrack(clearImmediate));
   define("require", contextRequire);
+  define("process", contextProcess);
   const internal = (code) => vm.runInContext(code, ctx, { filename: INTERNAL_FILENAME });
   define("global", internal("globalThis"));
   const intrinsics = internal("({ Object, Array, Uint8Array, Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError, AggregateError })");
@@ -1349,7 +1524,17 @@ function prepare(code, filename) {
   if (plan) {
     try {
       const script = plan.isAsync ? compile(wrap(plan.code, plan.header ? " " + plan.header : ""), -1) : compile(plan.code);
-      return { script, isAsync: plan.isAsync, lexical: plan.lexical, functions: plan.isAsync ? [] : plan.functions, asyncFunctions: plan.isAsync ? plan.functions : [], dropLine: plan.isAsync ? asyncTail : undefined };
+      return {
+        script,
+        isAsync: plan.isAsync,
+        // Only a trailing expression statement gives a result (not the completion value of a
+        // trailing `if`, loop or declaration), as in the async wrapper.
+        discard: !plan.endsWithExpression,
+        lexical: plan.lexical,
+        functions: plan.isAsync ? [] : plan.functions,
+        asyncFunctions: plan.isAsync ? plan.functions : [],
+        dropLine: plan.isAsync ? asyncTail : undefined,
+      };
     } catch {
       // Fall back to the code as written (and its own error, with exact positions).
     }
@@ -1405,13 +1590,18 @@ async function feed(msg) {
     declareLexical(cell.lexical);
     let value;
     try {
-      value = cell.script.runInContext(st.ctx, { breakOnSigint: true, displayErrors: false });
+      // breakOnSigint stops a synchronous cell's busy loop. Not for an async cell: its synchronous
+      // part returns at once, and a SIGINT that lands while vm takes its watchdog down is lost; the
+      // process's SIGINT handler interrupts the wait instead.
+      value = cell.script.runInContext(st.ctx, { breakOnSigint: !cell.isAsync, displayErrors: false });
+      if (cell.discard && !cell.isAsync) value = undefined;
     } finally {
       for (const f of cell.functions) if (!st.lexNames.has(f)) st.varNames.add(f);
       for (const f of cell.asyncFunctions || []) if (!st.lexNames.has(f)) st.varNames.add(f);
     }
     if (util.types.isPromise(value)) {
       const p = value;
+      p.catch(() => {}); // if interrupted, what it does later is no longer this turn's error
       value = await Promise.race([p, interrupted]);
     }
     await drainCalls(interrupted);
@@ -1419,7 +1609,9 @@ async function feed(msg) {
     event = { type: "complete", results, executionCount: n };
   } catch (err) {
     if (err && err.code === "ERR_SCRIPT_EXECUTION_INTERRUPTED") err = interruptError();
-    event = errorEvent(err, n, errorOpts);
+    const exitStatus = err !== null && typeof err === "object" ? err[EXIT_STATUS] : undefined;
+    if (exitStatus === 0 || exitStatus === "0") event = { type: "complete", results: [], executionCount: n };
+    else event = errorEvent(err, n, errorOpts);
   } finally {
     for (const [name, stub] of stubs) if (st.sandbox[name] === stub) delete st.sandbox[name];
   }
@@ -1505,6 +1697,7 @@ async function installDependencies(msg) {
 // ------------------------------------------------------------------ start
 
 function start() {
+  guardStdio();
   for (const [name, value] of [["stdout", stdoutStream], ["stderr", stderrStream], ["stdin", emptyStdin]]) {
     Object.defineProperty(process, name, { get: () => value, configurable: true, enumerable: true });
   }
