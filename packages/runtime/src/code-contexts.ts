@@ -203,13 +203,21 @@ export class CodeContexts {
       stream.queue.push(e);
       for (const wake of stream.waiters) wake();
     };
+    // The code runs in the sandbox and can write any frame: a call to a name this run did not
+    // declare never reaches the client.
+    const declared = new Set(functions ?? []);
     void c.worker
       .request(
         { type: "feed", code: req.code, ...(functions?.length ? { functions } : {}) },
         {
           timeoutMs: req.timeoutMs ?? DEFAULT_RUN_TIMEOUT_MS,
-          onEvent: push,
-          onCall: (call: CallEvent) => new Promise<CallAnswer>((resolve) => stream.calls.set(call.callId, resolve)),
+          onEvent: (e) => {
+            if (e.type !== "call" || declared.has(e.name)) push(e);
+          },
+          onCall: (call: CallEvent) =>
+            declared.has(call.name) && !stream.calls.has(call.callId)
+              ? new Promise<CallAnswer>((resolve) => stream.calls.set(call.callId, resolve))
+              : Promise.resolve({ error: { name: "NameError", message: `name '${call.name}' is not a host function of this run` } }),
         },
       )
       .catch((err: Error) => failureAsEnder(err))

@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import WebSocket from "ws";
 import { Agentbox, Tuple, isAgentboxError, type Sandbox } from "@agentbox/sdk";
 import { startHarness, type Harness } from "./harness.js";
 
@@ -35,6 +36,24 @@ with zipfile.ZipFile(out, "w") as z:
 }
 
 describe("code contexts", () => {
+  /** Every message of one run on the raw session WebSocket. */
+  const sessionMessages = (contextId: string, run: Record<string, unknown>) =>
+    new Promise<Array<Record<string, unknown>>>((resolve, reject) => {
+      const url = `${h.server.url.replace("http", "ws")}/v1/sandboxes/${sb.id}/code/contexts/${contextId}/session`;
+      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${h.server.apiKey}` } });
+      const out: Array<Record<string, unknown>> = [];
+      ws.on("open", () => ws.send(JSON.stringify(run)));
+      ws.on("message", (d) => {
+        const m = JSON.parse(String(d)) as Record<string, unknown>;
+        out.push(m);
+        if (m.type === "done" || m.type === "failed") {
+          ws.close();
+          resolve(out);
+        }
+      });
+      ws.on("error", reject);
+    });
+
   let h: Harness;
   let client: Agentbox;
   let sb: Sandbox;
@@ -212,6 +231,38 @@ describe("code contexts", () => {
     });
     assert.equal(host.stdout, "caught host says no\n");
     assert.equal(host.results[0]!.text, "'#80'");
+  });
+
+  test("hostile code: no host secrets, forged calls reach no undeclared function, junk on the frame pipe kills only its own worker", async () => {
+    const ctx = await sb.code.createContext({ language: "python" });
+    const env = await ctx.run("import os; sorted(k for k in os.environ if 'AGENTBOX' in k or 'KEY' in k)");
+    assert.equal(env.results[0]!.text, "[]");
+    const key = await ctx.run(`open(${JSON.stringify(join(h.dataDir, "api-key"))}).read()`);
+    assert.equal(key.error?.name, "FileNotFoundError");
+    // A cell that writes a well-formed `call` frame for an undeclared name on every descriptor:
+    // the client of the session never sees it.
+    const seen = await sessionMessages(ctx.id, {
+      type: "run",
+      functions: ["declared"],
+      code: [
+        "import os, json, struct",
+        "msg = json.dumps({'type': 'call', 'callId': 'forged', 'name': 'secret', 'args': [], 'kwargs': {}}).encode()",
+        "for fd in range(3, 64):",
+        "    try:",
+        "        os.write(fd, struct.pack('>I', len(msg)) + msg)",
+        "    except OSError:",
+        "        pass",
+        "'still here'",
+      ].join("\n"),
+    });
+    assert.equal(seen.some((m) => m.type === "call"), false, JSON.stringify(seen));
+    assert.equal(seen.at(-1)?.type, "done");
+    // Junk on the frame pipe: the parent drops that worker, the context gets a new one.
+    const junk = await ctx.run("import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'\\xff\\xff\\xff\\xffjunk')\n    except OSError:\n        pass").catch((e: unknown) => e);
+    assert.ok(isAgentboxError(junk, "WORKER_CRASHED"), String(junk));
+    assert.equal((await ctx.run("40 + 2")).results[0]!.text, "42");
+    // Other contexts and the sandbox are untouched.
+    assert.equal((await sb.exec("echo fine")).stdout, "fine\n");
   });
 
   test("contexts: list, get, restart, delete; bad requests", async () => {
