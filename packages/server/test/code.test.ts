@@ -215,6 +215,20 @@ describe("code contexts", () => {
       "# /// script\n# dependencies = ['agentboxdemo']\n# ///\nimport agentboxdemo\nagentboxdemo.VALUE",
     );
     assert.equal(pep.error?.name ?? pep.results[0]?.text, "'from the wheel'", pep.error?.traceback ?? pep.stderr);
+    // A package index served on the sandbox's own loopback (a plain directory listing is a simple index).
+    await sb.files.mkdir("/workspace/index/simple/agentboxdemo", { recursive: true });
+    await sb.files.write(`/workspace/index/simple/agentboxdemo/${wheel.split("/").at(-1)}`, readFileSync(wheel));
+    await sb.startProcess(["python3", "-m", "http.server", "8765", "--bind", "127.0.0.1", "--directory", "/workspace/index"], { id: "index" });
+    const three = await sb.code.createContext({ language: "python" });
+    let viaIndex: { output: string } | undefined;
+    for (let i = 0; i < 50 && !viaIndex; i++) {
+      viaIndex = await three.installDependencies(["agentboxdemo"], { indexUrl: "http://127.0.0.1:8765/simple" }).catch(async () => {
+        await new Promise((r) => setTimeout(r, 100));
+        return undefined;
+      });
+    }
+    assert.match(viaIndex!.output, /Successfully installed agentboxdemo-0\.1/);
+    assert.equal((await three.run("import agentboxdemo; agentboxdemo.VALUE")).results[0]!.text, "'from the wheel'");
   });
 
   test("javascript: state, top-level await, last expression, console, errors, host functions", async () => {
@@ -231,6 +245,16 @@ describe("code contexts", () => {
     });
     assert.equal(host.stdout, "caught host says no\n");
     assert.equal(host.results[0]!.text, "'#80'");
+  });
+
+  test("javascript: a runaway loop times out with state kept; a crash is WORKER_CRASHED and the context works again", async () => {
+    const ctx = await sb.code.createContext({ language: "javascript" });
+    await ctx.run("let kept = 3");
+    const slow = await ctx.run("while (true) {}", { timeoutMs: 300 });
+    assert.equal(slow.error?.name, "TimeoutError");
+    assert.equal((await ctx.run("kept")).results[0]!.text, "3");
+    await assert.rejects(ctx.run("process.kill(process.pid, 'SIGKILL')"), (e) => isAgentboxError(e, "WORKER_CRASHED"));
+    assert.equal((await ctx.run("typeof kept")).results[0]!.text, "'undefined'");
   });
 
   test("hostile code: no host secrets, forged calls reach no undeclared function, junk on the frame pipe kills only its own worker", async () => {

@@ -42,7 +42,8 @@ describe("sandbox lifecycle", () => {
     // GET adds live resource use: nothing runs yet but the namespace holder.
     const { usage, ...rest } = got.body;
     assert.deepEqual(rest, s);
-    assert.equal(usage.processes, 3); // bubblewrap, its init (pid 1 inside) and the holder
+    // bubblewrap, its init (pid 1 inside) and (once its setup ends, just after the create answers) the holder.
+    assert.ok([2, 3].includes(usage.processes), `processes ${usage.processes}`);
     assert.equal(typeof usage.cpuSeconds, "number");
     assert.ok(usage.memoryBytes > 0);
   });

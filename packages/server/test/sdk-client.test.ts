@@ -46,7 +46,8 @@ describe("SDK against a real server", () => {
       // get adds the live resource use; the rest is the same record.
       const { usage, ...rest } = got.info;
       assert.deepEqual(rest, sb.info);
-      assert.equal(usage?.processes, 3);
+      // bubblewrap, its pid 1 and (once its setup ends, just after the create answers) the holder.
+      assert.ok([2, 3].includes(usage?.processes ?? 0), `processes ${usage?.processes}`);
       assert.deepEqual(JSON.parse(JSON.stringify(got)), got.info);
     });
 
