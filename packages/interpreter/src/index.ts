@@ -9,3 +9,4 @@ export { SubprocessTransport, WebSocketTransport, type WorkerTransport, type Wor
 export { workerLaunch, CODE_LANGUAGES, type CodeLanguage, type WorkerLaunch } from "./languages.js";
 export { startWorkerServer, type WorkerServerOptions, type RunningWorkerServer } from "./worker-server.js";
 export { startLocalWorker, type LocalWorkerOptions } from "./local-worker.js";
+export * from "./wasm/index.js";

@@ -1,0 +1,32 @@
+/** Typed errors of the embedded Python interpreter. */
+export class InterpreterError extends Error {
+  override name = "InterpreterError";
+}
+
+export class InterpreterSyntaxError extends InterpreterError {
+  override name = "InterpreterSyntaxError";
+  constructor(message: string, readonly line: number | null, readonly offset: number | null) {
+    super(message);
+  }
+}
+
+export class InterpreterRuntimeError extends InterpreterError {
+  override name = "InterpreterRuntimeError";
+  /** `traceback` holds the user's frames only (file `<code>`), then the exception line. */
+  constructor(readonly pythonType: string, message: string, readonly traceback: string) {
+    super(message);
+  }
+}
+
+export class InterpreterTimeoutError extends InterpreterError {
+  override name = "InterpreterTimeoutError";
+}
+
+export class InterpreterMemoryError extends InterpreterError {
+  override name = "InterpreterMemoryError";
+}
+
+/** The interpreter process failed or the session can no longer be used. */
+export class InterpreterCrashedError extends InterpreterError {
+  override name = "InterpreterCrashedError";
+}

@@ -1,0 +1,11 @@
+/** Embedded safe Python interpreter (Pyodide in permission-restricted child processes). */
+export { InterpreterPool, InterpreterSession, DEFAULT_LIMITS, type InterpreterLimits, type InterpreterPoolOptions, type RunOptions, type InterpreterFunction } from "./pool.js";
+export {
+  InterpreterError,
+  InterpreterSyntaxError,
+  InterpreterRuntimeError,
+  InterpreterTimeoutError,
+  InterpreterMemoryError,
+  InterpreterCrashedError,
+} from "./errors.js";
+export { PyTuple, PyKwargs, type PyOpaque } from "./values.js";

@@ -1,0 +1,279 @@
+# agentbox python-wasm runner: loaded into a private namespace of the Pyodide thread before
+# any user code. Sets up the Python-side lockdown, value encoding and the run/reset entry points.
+import sys, ast, json, base64, math, io, builtins, linecache, traceback, os
+
+BLOCKED = frozenset({"js", "pyodide_js", "pyodide", "_pyodide", "_pyodide_core", "ctypes", "_ctypes",
+                     "micropip", "pyodide_http", "_pyodide_sentinel"})
+CODE_NAME = "<code>"
+_emit = None
+_hostcall = None
+_limits = {"out": 1 << 20, "rec": 1000}
+_used = [0]
+
+
+class _Blocker:
+    """First entry of sys.meta_path: refuses the modules that lead to the JavaScript side."""
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ImportError(f"import of {name!r} is not allowed", name=name)
+        return None
+
+
+class OutputLimitExceeded(BaseException):
+    pass
+
+
+class HostError(Exception):
+    """A host function raised; the message carries the host error's name and message."""
+
+
+class _Writer(io.TextIOBase):
+    def __init__(self, stream):
+        self._stream = stream
+
+    def writable(self):
+        return True
+
+    def write(self, s):
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        data = s.encode("utf-8", "replace")
+        left = _limits["out"] - _used[0]
+        if len(data) > left:
+            if left > 0:
+                _emit(self._stream, data[:left].decode("utf-8", "ignore"))
+            _used[0] = _limits["out"]
+            raise OutputLimitExceeded(f"output is over the {_limits['out']}-byte limit")
+        _used[0] += len(data)
+        if s:
+            _emit(self._stream, s)
+        return len(s)
+
+    def flush(self):
+        pass
+
+
+MAX_SAFE = (1 << 53) - 1
+
+
+def enc(v, depth=0):
+    if v is None or v is True or v is False:
+        return v
+    t = type(v)
+    if depth > 200:
+        return {"$repr": [t.__name__, "<too deep>"]}
+    if t is int:
+        return v if -MAX_SAFE <= v <= MAX_SAFE else {"$int": str(v)}
+    if t is float:
+        if math.isfinite(v):
+            return v
+        return {"$float": "nan" if v != v else ("inf" if v > 0 else "-inf")}
+    if t is str:
+        return v
+    if t is bytes:
+        return {"$bytes": base64.b64encode(v).decode("ascii")}
+    if t is list:
+        return [enc(x, depth + 1) for x in v]
+    if t is tuple:
+        return {"$tuple": [enc(x, depth + 1) for x in v]}
+    if t is dict:
+        if all(type(k) is str for k in v):
+            return {"$dict": {k: enc(x, depth + 1) for k, x in v.items()}}
+        return {"$map": [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in v.items()]}
+    if t is set or t is frozenset:
+        return {"$set": [enc(x, depth + 1) for x in v]}
+    try:
+        r = repr(v)
+    except BaseException as e:  # noqa: BLE001 - a hostile __repr__
+        r = f"<unrepresentable: {type(e).__name__}>"
+    if len(r) > 10000:
+        r = r[:10000] + "..."
+    return {"$repr": [t.__name__, r]}
+
+
+def dec(v):
+    if isinstance(v, list):
+        return [dec(x) for x in v]
+    if isinstance(v, dict):
+        (tag, x), = v.items()
+        if tag == "$dict":
+            return {k: dec(y) for k, y in x.items()}
+        if tag == "$int":
+            return int(x)
+        if tag == "$float":
+            return float(x)
+        if tag == "$bytes":
+            return base64.b64decode(x)
+        if tag == "$tuple":
+            return tuple(dec(y) for y in x)
+        if tag == "$set":
+            return {dec(y) for y in x}
+        if tag == "$map":
+            return {dec(k): dec(y) for k, y in x}
+        raise ValueError(f"unknown tag {tag}")
+    return v
+
+
+def _host_function(name):
+    def call(*args, **kwargs):
+        payload = json.dumps([enc(list(args)), {k: enc(x) for k, x in kwargs.items()}])
+        answer = json.loads(_hostcall(name, payload))
+        if answer.get("ok"):
+            return dec(answer.get("value"))
+        if answer.get("interrupted"):
+            raise KeyboardInterrupt
+        err = answer.get("error") or {}
+        raise HostError(f"{err.get('name', 'Error')}: {err.get('message', '')}")
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+_orig_setrecursionlimit = sys.setrecursionlimit
+
+
+def _guarded_setrecursionlimit(n):
+    if n > _limits["rec"]:
+        raise ValueError(f"the recursion limit cannot be raised above {_limits['rec']}")
+    _orig_setrecursionlimit(n)
+
+
+def _fresh_globals():
+    return {"__name__": "__main__", "__builtins__": builtins, "HostError": HostError}
+
+
+_state = {"G": None}
+
+
+def lockdown():
+    for name in list(sys.modules):
+        if name.partition(".")[0] in BLOCKED:
+            del sys.modules[name]
+    keep = [f for f in sys.meta_path
+            if type(f).__module__.partition(".")[0] not in BLOCKED and "Js" not in type(f).__name__]
+    sys.meta_path[:] = [_Blocker()] + keep
+    sys.setrecursionlimit = _guarded_setrecursionlimit
+    sys.stdout = _Writer("stdout")
+    sys.stderr = _Writer("stderr")
+    sys.stdin = io.StringIO("")
+    os.environ.clear()
+    os.environ.update({"HOME": "/home/pyodide", "PATH": "/", "LANG": "C.UTF-8", "PWD": "/"})
+    # warm the modules the runner uses at run time
+    import traceback as _t, linecache as _l  # noqa: F401
+    global _snapshot
+    _snapshot = {
+        "modules": dict(sys.modules),
+        "builtins": dict(builtins.__dict__),
+        "meta_path": list(sys.meta_path),
+        "path": list(sys.path),
+        "path_hooks": list(sys.path_hooks),
+        "environ": dict(os.environ),
+        "sys": {k: getattr(sys, k) for k in ("stdout", "stderr", "stdin", "displayhook", "excepthook",
+                                             "setrecursionlimit", "ps1", "ps2") if hasattr(sys, k)},
+    }
+    _state["G"] = _fresh_globals()
+
+
+def _clear_dir(path, keep_dir=True):
+    try:
+        entries = os.listdir(path)
+    except OSError:
+        return
+    for e in entries:
+        p = os.path.join(path, e)
+        try:
+            if os.path.isdir(p) and not os.path.islink(p):
+                _clear_dir(p)
+                os.rmdir(p)
+            else:
+                os.unlink(p)
+        except OSError:
+            pass
+
+
+def reset():
+    """Forget everything of the previous user: globals, imported modules, builtins, sys state, files."""
+    s = _snapshot
+    builtins.__dict__.clear()
+    builtins.__dict__.update(s["builtins"])
+    for name in list(sys.modules):
+        if name not in s["modules"]:
+            del sys.modules[name]
+    sys.modules.update(s["modules"])
+    sys.meta_path[:] = s["meta_path"]
+    sys.path[:] = s["path"]
+    sys.path_hooks[:] = s["path_hooks"]
+    sys.path_importer_cache.clear()
+    for k, v in s["sys"].items():
+        setattr(sys, k, v)
+    os.environ.clear()
+    os.environ.update(s["environ"])
+    _orig_setrecursionlimit(1000)
+    for d in ("/tmp", "/home/pyodide"):
+        _clear_dir(d)
+    try:
+        os.chdir("/home/pyodide")
+    except OSError:
+        pass
+    linecache.cache.pop(CODE_NAME, None)
+    _state["G"] = _fresh_globals()
+    return "ok"
+
+
+def _error(kind, e, frames=True):
+    tb_text = ""
+    if frames:
+        user = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == CODE_NAME]
+        tb_text = "Traceback (most recent call last):\n" + "".join(traceback.format_list(user)) if user else ""
+        tb_text += "".join(traceback.format_exception_only(type(e), e))
+    try:
+        message = str(e)
+    except BaseException:  # noqa: BLE001
+        message = "<unprintable>"
+    return json.dumps({"status": kind, "pythonType": type(e).__name__, "message": message, "traceback": tb_text})
+
+
+def run(code, inputs_json, functions_json, out_limit, rec_limit):
+    _used[0] = 0
+    _limits["out"] = out_limit
+    _limits["rec"] = rec_limit
+    G = _state["G"]
+    try:
+        try:
+            tree = ast.parse(code, CODE_NAME, "exec")
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = ast.Expression(tree.body.pop().value)
+            body = compile(tree, CODE_NAME, "exec")
+            tail = compile(last, CODE_NAME, "eval") if last is not None else None
+        except (SyntaxError, ValueError) as e:
+            return json.dumps({"status": "syntax", "pythonType": type(e).__name__,
+                               "message": getattr(e, "msg", None) or str(e),
+                               "line": getattr(e, "lineno", None), "offset": getattr(e, "offset", None)})
+        linecache.cache[CODE_NAME] = (len(code), None, code.splitlines(True), CODE_NAME)
+        for k, v in dec(json.loads(inputs_json)).items():
+            G[k] = v
+        for name in json.loads(functions_json):
+            G[name] = _host_function(name)
+        _orig_setrecursionlimit(rec_limit)
+        try:
+            exec(body, G)
+            value = eval(tail, G) if tail is not None else None
+            return json.dumps({"status": "ok", "value": enc(value)})
+        finally:
+            _orig_setrecursionlimit(max(rec_limit, 1000))
+    except KeyboardInterrupt as e:
+        return _error("timeout", e, frames=False)
+    except MemoryError as e:
+        return _error("memory", e)
+    except BaseException as e:  # noqa: BLE001 - everything the user code raises is reported
+        try:
+            return _error("error", e)
+        except MemoryError as e2:
+            return _error("memory", e2, frames=False)
+
+
+def setup(emit, hostcall):
+    global _emit, _hostcall
+    _emit = emit
+    _hostcall = hostcall
+    lockdown()
