@@ -51,7 +51,7 @@ export interface InterpreterPoolOptions {
 }
 
 /** How long an interrupted run may take to stop before its process is killed. */
-const INTERRUPT_GRACE_MS = 50;
+const INTERRUPT_GRACE_MS = 25;
 
 export class InterpreterPool {
   private readonly idle: InterpreterChild[] = [];
@@ -195,14 +195,21 @@ export class InterpreterSession {
     this.running = true;
     let timedOut = false;
     let grace: NodeJS.Timeout | undefined;
+    // A run whose code swallows the interrupt ends when its process is killed, not when the
+    // kernel has reaped it: the code cannot run on after SIGKILL.
+    let killed!: (e: Error) => void;
+    const whenKilled = new Promise<never>((_, reject) => (killed = reject));
     const timer = setTimeout(() => {
       timedOut = true;
       child.interrupt();
-      grace = setTimeout(() => child.kill(), INTERRUPT_GRACE_MS);
+      grace = setTimeout(() => {
+        child.kill();
+        killed(new Error("killed after overrunning its deadline"));
+      }, INTERRUPT_GRACE_MS);
     }, this.limits.timeoutMs);
     let reply: ChildMessage;
     try {
-      reply = await child.run(
+      const running = child.run(
         {
           code,
           inputs,
@@ -218,6 +225,8 @@ export class InterpreterSession {
           onCall: (name, args) => void this.answerCall(functions, name, args, () => timedOut),
         },
       );
+      running.catch(() => undefined);
+      reply = await Promise.race([running, whenKilled]);
     } catch (e) {
       this.broken = e as Error;
       if (timedOut) throw new InterpreterTimeoutError(`the run did not stop within ${this.limits.timeoutMs} ms and its interpreter was killed`);
