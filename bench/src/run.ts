@@ -10,6 +10,7 @@
  *   (j) claim from a warm pool, create from a 3-layer OCI template vs from `host`, pause + resume
  *       of a sandbox running 50 processes
  *   (k) code contexts: create from the warm pool, `1+1` round trip, 1,000 host calls, vs `python3 -c`
+ *   (l) the embedded Python interpreter (Pyodide) side by side with @pydantic/monty
  * Options: --quick (fewer iterations), --json (machine-readable result), --sandboxes N,
  * --only a,g,h (run just those sections).
  */
@@ -24,6 +25,7 @@ import { concurrentStreams, firstChunkLatency, rawPipeThroughput, sdkThroughput 
 import { fmt, interleave, mib, summarize, type Summary } from "./stats.js";
 import { ociCreates, pauseResume, poolClaims } from "./lifecycle.js";
 import { codeBench } from "./code.js";
+import { embeddedBench } from "./embedded.js";
 
 const { values } = parseArgs({
   options: { quick: { type: "boolean" }, json: { type: "boolean" }, sandboxes: { type: "string" }, only: { type: "string" } },
@@ -238,6 +240,28 @@ try {
     log(`  python3 -c '1+1' spawn      p50 ${fmt(py.p50)}  (run is ${(run.p50 / py.p50).toFixed(2)}x of it; a new context ${(create.p50 / py.p50).toFixed(2)}x)`);
     log(`  1,000 host function calls in one run  p50 ${fmt(cb.p50)}  (target <= 300 ms: ${cb.p50 <= 300 ? "met" : "MISSED"})`);
     results.code = { create, run, python: py, callbacks1000: cb, met: create.p50 <= 20 && run.p50 <= 3 && cb.p50 <= 300 };
+  }
+
+  if (want("l")) {
+    log("");
+    const e = await embeddedBench(quick ? 5 : 15);
+    log("(l) embedded Python: agentbox (Pyodide, a locked-down child process each) vs @pydantic/monty, p50");
+    log(`  ${"".padEnd(34)} ${"agentbox".padStart(10)} ${"monty".padStart(10)}  ratio`);
+    const targets: Record<string, (ours: number, theirs: number) => boolean> = {
+      "checkout + run `1 + 1`": (o) => o <= 0.5,
+      "1,000 host function calls": (o) => o <= 25,
+      "fib(25)": (o, t) => o < t,
+      "sum(i*i for i in range(10**6))": (o, t) => o <= 1.5 * t,
+    };
+    const met: Record<string, boolean> = {};
+    for (const r of e.rows) {
+      const ok = targets[r.name]!(r.agentbox.p50, r.monty.p50);
+      met[r.name] = ok;
+      log(`  ${r.name.padEnd(34)} ${fmt(r.agentbox.p50).padStart(10)} ${fmt(r.monty.p50).padStart(10)}  ${(r.agentbox.p50 / r.monty.p50).toFixed(2)}x  (${ok ? "met" : "MISSED"})`);
+    }
+    log(`  memory per warm interpreter: agentbox ${mib(e.agentboxRssPerInterpreter)} (child process RSS), monty ${mib(e.montyRssPerInstance)} (RSS growth per parsed instance)`);
+    log(`  a loop that swallows the interrupt stops ${e.killOvershootMs.map((x) => x.toFixed(0)).join(", ")} ms after its limit (target <= 50 ms)`);
+    results.embedded = { ...e, met };
   }
 
   await warm.delete();
