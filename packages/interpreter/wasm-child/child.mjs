@@ -88,6 +88,10 @@ function handle(m) {
       outputLeft = m.limits?.maxOutputBytes ?? Infinity;
       thread.postMessage(m);
       return;
+    case "reset":
+      Atomics.store(interruptView, 0, 0); // an interrupt left over from an abandoned run
+      thread.postMessage(m);
+      return;
     default:
       thread.postMessage(m);
   }

@@ -35,7 +35,9 @@ const jsglobals = Object.create(null);
 const py = await loadPyodide({
   indexURL: `${pyodideDir}/`,
   jsglobals,
-  env: { HOME: "/home/pyodide" },
+  // A fixed hash seed: set and dict-of-set iteration orders must be the same in every process
+  // for pausable runs to replay (pool.load) deterministically.
+  env: { HOME: "/home/pyodide", PYTHONHASHSEED: "0" },
   stdout: () => {},
   stderr: () => {},
 });
@@ -111,7 +113,7 @@ onMessage("message", (m) => {
     const t0 = now();
     let result;
     try {
-      result = runFn(m.code, m.inputs, m.functions, m.limits.maxOutputBytes, m.limits.maxRecursionDepth);
+      result = runFn(m.code, m.inputs, m.functions, m.limits.maxOutputBytes, m.limits.maxRecursionDepth, m.pausable ?? null);
     } catch (e) {
       result = stringify({ status: "fatal", message: String(e && e.message || e) });
     }

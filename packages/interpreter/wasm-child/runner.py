@@ -232,11 +232,118 @@ def _error(kind, e, frames=True):
     return json.dumps({"status": kind, "pythonType": type(e).__name__, "message": message, "traceback": tb_text})
 
 
-def run(code, inputs_json, functions_json, out_limit, rec_limit):
+class _Deterministic:
+    """Pausable runs (session.start / pool.load) are replayed from their recorded host results in a
+    fresh interpreter, so everything else the code observes must be the same in every process:
+    - randomness: the `random` module, new unseeded `random.Random()` instances, `os.urandom`
+      (hence `secrets`, `uuid.uuid4`, `random.SystemRandom`) draw from a generator seeded by the
+      run's recorded seed;
+    - the clock: `time.time()` & co. and `datetime.now()`/`today()`/`date.today()` read a clock
+      that starts at the run's recorded start time and advances 1 µs per reading;
+    - hashing: the interpreter runs with PYTHONHASHSEED=0 (set and dict-of-set orders);
+    - globals: a fresh dict built from the inputs only (the session resets the interpreter first
+      when it has run code before, so no module state carries over either).
+    What stays non-replayable (not detectable here): object identity (`id()`, default `hash()`
+    and reprs of objects, memory addresses), the interpreter's own timing (`time.sleep` real
+    duration, timeouts), resource exhaustion near the limits, and host files read through mounts
+    that change between the dump and the load. Any such divergence that changes the name or the
+    arguments of a host call is detected at load time (InterpreterReplayError)."""
+
+    def __init__(self, seed, clock):
+        import random, time, datetime
+        self.random, self.time, self.datetime = random, time, datetime
+        self.rng = random.Random(seed)
+        self.t0 = float(clock)
+        self.ticks = 0
+        self.saved = []
+
+    def now(self):
+        self.ticks += 1
+        return self.t0 + self.ticks * 1e-6
+
+    def _set(self, obj, name, value):
+        self.saved.append((obj, name, getattr(obj, name)))
+        setattr(obj, name, value)
+
+    def __enter__(self):
+        random, time, datetime, rng, now = self.random, self.time, self.datetime, self.rng, self.now
+        orig_seed = random.Random.seed
+
+        def seed(inst, a=None, version=2):
+            return orig_seed(inst, rng.getrandbits(64) if a is None else a, version)
+
+        def urandom(n):
+            return rng.randbytes(n)
+
+        self._set(random.Random, "seed", seed)
+        self._set(random, "_urandom", urandom)
+        self._set(os, "urandom", urandom)
+        if hasattr(sys.modules.get("posix"), "urandom"):
+            self._set(sys.modules["posix"], "urandom", urandom)
+        random.seed(rng.getrandbits(64))
+        ns = lambda: int(now() * 1e9)  # noqa: E731
+        for name in ("time", "monotonic", "perf_counter", "process_time", "thread_time"):
+            if hasattr(time, name):
+                self._set(time, name, now)
+                self._set(time, name + "_ns", ns)
+        real_localtime, real_gmtime, real_ctime, real_strftime = time.localtime, time.gmtime, time.ctime, time.strftime
+        self._set(time, "localtime", lambda secs=None: real_localtime(now() if secs is None else secs))
+        self._set(time, "gmtime", lambda secs=None: real_gmtime(now() if secs is None else secs))
+        self._set(time, "ctime", lambda secs=None: real_ctime(now() if secs is None else secs))
+        self._set(time, "strftime", lambda fmt, t=None: real_strftime(fmt, real_localtime(now()) if t is None else t))
+        real_dt, real_date, utc = datetime.datetime, datetime.date, datetime.timezone.utc
+
+        class _Meta(type):
+            # instances of the real classes pass isinstance() checks against the stand-ins
+            def __instancecheck__(cls, obj):
+                return isinstance(obj, cls._real)
+
+            def __subclasscheck__(cls, sub):
+                return issubclass(sub, cls._real)
+
+        class date(real_date, metaclass=_Meta):
+            _real = real_date
+
+            @classmethod
+            def today(cls):
+                return real_date.fromtimestamp(now())
+
+        class datetime_(real_dt, metaclass=_Meta):
+            _real = real_dt
+
+            @classmethod
+            def now(cls, tz=None):
+                return real_dt.fromtimestamp(now(), tz)
+
+            @classmethod
+            def today(cls):
+                return real_dt.fromtimestamp(now())
+
+            @classmethod
+            def utcnow(cls):
+                return real_dt.fromtimestamp(now(), utc).replace(tzinfo=None)
+
+        datetime_.__name__ = datetime_.__qualname__ = "datetime"
+        datetime_.__module__ = date.__module__ = "datetime"
+        self._set(datetime, "datetime", datetime_)
+        self._set(datetime, "date", date)
+        return self
+
+    def __exit__(self, *exc):
+        for obj, name, value in reversed(self.saved):
+            setattr(obj, name, value)
+        self.saved.clear()
+        self.random.seed()
+        return False
+
+
+def run(code, inputs_json, functions_json, out_limit, rec_limit, pausable_json=None):
     _used[0] = 0
     _limits["out"] = out_limit
     _limits["rec"] = rec_limit
-    G = _state["G"]
+    pausable = json.loads(pausable_json) if pausable_json else None
+    # A pausable run sees its inputs only, never the session's earlier globals.
+    G = _fresh_globals() if pausable else _state["G"]
     try:
         try:
             tree = ast.parse(code, CODE_NAME, "exec")
@@ -254,13 +361,18 @@ def run(code, inputs_json, functions_json, out_limit, rec_limit):
             G[k] = v
         for name in json.loads(functions_json):
             G[name] = _host_function(name)
+        det = _Deterministic(pausable["seed"], pausable["clock"]) if pausable else None
         _orig_setrecursionlimit(rec_limit)
         try:
+            if det is not None:
+                det.__enter__()
             exec(body, G)
             value = eval(tail, G) if tail is not None else None
             return json.dumps({"status": "ok", "value": enc(value)})
         finally:
             _orig_setrecursionlimit(max(rec_limit, 1000))
+            if det is not None:
+                det.__exit__()
     except KeyboardInterrupt as e:
         return _error("timeout", e, frames=False)
     except MemoryError as e:

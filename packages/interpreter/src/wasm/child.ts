@@ -25,6 +25,8 @@ export interface RunRequest {
   inputs: string;
   functions: string;
   limits: { memoryBytes: number; maxOutputBytes: number; maxRecursionDepth: number };
+  /** JSON {seed, clock} for a pausable (replayable) run. */
+  pausable?: string;
 }
 
 export interface RunHandlers {

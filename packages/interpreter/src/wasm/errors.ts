@@ -30,3 +30,17 @@ export class InterpreterMemoryError extends InterpreterError {
 export class InterpreterCrashedError extends InterpreterError {
   override name = "InterpreterCrashedError";
 }
+
+/**
+ * A pausable run could not be replayed: the code asked the host for something other than what
+ * was recorded (a different function or different arguments), so the recorded results do not
+ * apply. See runner.py (`_Deterministic`) for what makes a run non-replayable.
+ */
+export class InterpreterReplayError extends InterpreterError {
+  override name = "InterpreterReplayError";
+}
+
+/** The bytes given to `pool.load` are not a dump this interpreter can load (corrupted, tampered, other version). */
+export class InterpreterDumpError extends InterpreterReplayError {
+  override name = "InterpreterDumpError";
+}

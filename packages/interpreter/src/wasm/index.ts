@@ -7,5 +7,8 @@ export {
   InterpreterTimeoutError,
   InterpreterMemoryError,
   InterpreterCrashedError,
+  InterpreterReplayError,
+  InterpreterDumpError,
 } from "./errors.js";
+export { type Step, type Paused, type Done, type StartOptions, type LoadOptions } from "./pausable.js";
 export { PyTuple, PyKwargs, type PyOpaque } from "./values.js";

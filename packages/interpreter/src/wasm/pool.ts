@@ -2,15 +2,29 @@
  * InterpreterPool and InterpreterSession: real CPython (Pyodide) in separate processes under
  * Node's permission model, warm ahead of demand, with per-session limits.
  */
-import { InterpreterChild, defaultPyodideDir, type ChildMessage } from "./child.js";
+import { createHash, randomInt } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { InterpreterChild, CHILD_DIR, defaultPyodideDir, type ChildMessage } from "./child.js";
 import {
   InterpreterCrashedError,
   InterpreterMemoryError,
+  InterpreterReplayError,
   InterpreterRuntimeError,
   InterpreterSyntaxError,
   InterpreterTimeoutError,
 } from "./errors.js";
 import { PyKwargs, fromWire, toWire } from "./values.js";
+import {
+  decodeDump,
+  encodeDump,
+  type CallRecord,
+  type CallResult,
+  type LoadOptions,
+  type Paused,
+  type RunRecord,
+  type StartOptions,
+  type Step,
+} from "./pausable.js";
 
 export interface InterpreterLimits {
   /** Wall time of one run (default 30 s). */
@@ -48,7 +62,65 @@ export interface InterpreterPoolOptions {
   max?: number;
   /** Directory of the `pyodide` npm package (default: resolved from this package). */
   pyodideDir?: string;
+  /**
+   * Key that signs dumps of pausable runs (HMAC-SHA-256); `load` then refuses dumps not signed
+   * with it. Without a key a dump carries a plain SHA-256 hash: corruption is detected, a
+   * deliberate edit is not.
+   */
+  dumpSecret?: string | Uint8Array;
 }
+
+/** What a dump must match to be loaded: the Pyodide version and the child's sources. */
+function interpreterFingerprint(pyodideDir: string): string {
+  const version = (JSON.parse(readFileSync(`${pyodideDir}/package.json`, "utf8")) as { version: string }).version;
+  const h = createHash("sha256");
+  for (const f of ["runner.py", "pyodide-thread.mjs"]) h.update(readFileSync(`${CHILD_DIR}/${f}`));
+  return `pyodide ${version}; child ${h.digest("hex").slice(0, 16)}`;
+}
+
+interface DumpContext {
+  fingerprint: string;
+  secret: string | Uint8Array | undefined;
+}
+
+type RunEvent = { kind: "call"; name: string; args: string } | { kind: "result"; reply: ChildMessage } | { kind: "error"; error: Error };
+
+class EventQueue {
+  private items: RunEvent[] = [];
+  private waiter: ((e: RunEvent) => void) | null = null;
+  push(e: RunEvent): void {
+    const w = this.waiter;
+    if (w) {
+      this.waiter = null;
+      w(e);
+    } else this.items.push(e);
+  }
+  next(): Promise<RunEvent> {
+    const e = this.items.shift();
+    if (e) return Promise.resolve(e);
+    return new Promise((r) => (this.waiter = r));
+  }
+}
+
+/** A pausable run in flight in a session. */
+interface ActiveRun {
+  events: EventQueue;
+  /** The run so far: host calls answered are appended to `record.calls`. */
+  record: RunRecord;
+  /** Recorded calls to answer without the host (a loaded dump), in order. */
+  replay: CallRecord[];
+  /** The call a loaded dump was paused at: the replay must stop there. */
+  expected: { name: string; args: string } | null;
+  /** True until a loaded run reaches its paused call: its output was already seen. */
+  replaying: boolean;
+  onPrint: ((text: string, stream: "stdout" | "stderr") => void) | undefined;
+  /** The session belongs to the run (pool.load): released when the run ends. */
+  autoRelease: boolean;
+  ended: boolean;
+}
+
+/** How long a paused run that is abandoned may take to unwind before its process is killed. */
+const ABORT_GRACE_MS = 250;
 
 /** How long an interrupted run may take to stop before its process is killed. */
 const INTERRUPT_GRACE_MS = 25;
@@ -59,6 +131,7 @@ export class InterpreterPool {
   private starting = 0;
   private readonly waiters: Array<{ resolve: (c: InterpreterChild) => void; reject: (e: Error) => void }> = [];
   private closed = false;
+  private readonly dumpContext: DumpContext;
   /** Load time (ms) of each interpreter started, for reporting. */
   readonly loadTimes: number[] = [];
 
@@ -66,12 +139,15 @@ export class InterpreterPool {
     readonly min: number,
     readonly max: number,
     private readonly pyodideDir: string,
-  ) {}
+    dumpSecret: string | Uint8Array | undefined,
+  ) {
+    this.dumpContext = { fingerprint: interpreterFingerprint(pyodideDir), secret: dumpSecret };
+  }
 
   static async create(options: InterpreterPoolOptions = {}): Promise<InterpreterPool> {
     const min = options.min ?? 1;
     const max = Math.max(options.max ?? 4, min, 1);
-    const pool = new InterpreterPool(min, max, options.pyodideDir ?? defaultPyodideDir());
+    const pool = new InterpreterPool(min, max, options.pyodideDir ?? defaultPyodideDir(), options.dumpSecret);
     const started = Array.from({ length: min }, () => pool.spawn());
     await Promise.all(started);
     return pool;
@@ -133,7 +209,34 @@ export class InterpreterPool {
       });
     }
     this.topUp();
-    return new InterpreterSession(child, limits, (c, reusable) => this.checkin(c, reusable));
+    return new InterpreterSession(child, limits, (c, reusable) => this.checkin(c, reusable), this.dumpContext);
+  }
+
+  /**
+   * Continues a pausable run from `Paused.dump()` bytes (made by this or another pool, in this or
+   * another process, with the same interpreter build): replays it in a fresh interpreter up to
+   * its paused call and returns that step. The interpreter is returned to the pool when the run
+   * ends or is cancelled.
+   */
+  async load(bytes: Uint8Array, options: LoadOptions = {}): Promise<Step> {
+    const body = decodeDump(bytes, this.dumpContext.fingerprint, this.dumpContext.secret);
+    const limits = { ...DEFAULT_LIMITS, ...body.limits, ...options.limits };
+    const session = await this.checkout({ limits });
+    const record: RunRecord = {
+      code: body.code,
+      inputs: body.inputs,
+      functions: body.functions,
+      seed: body.seed,
+      clock: body.clock,
+      limits: body.limits,
+      calls: [],
+    };
+    try {
+      return await session.replayRun(record, body.calls, body.paused, options.onPrint);
+    } catch (e) {
+      void session.release();
+      throw e;
+    }
   }
 
   private async checkin(child: InterpreterChild, reusable: boolean): Promise<void> {
@@ -167,11 +270,15 @@ export class InterpreterSession {
   private running = false;
   /** Set when the interpreter cannot be trusted for another run (memory exhausted, killed, …). */
   private broken: Error | null = null;
+  /** Code has run since the interpreter was last reset. */
+  private dirty = false;
+  private active: ActiveRun | null = null;
 
   constructor(
     private readonly child: InterpreterChild,
     readonly limits: InterpreterLimits,
     private readonly checkin: (child: InterpreterChild, reusable: boolean) => Promise<void>,
+    private readonly dumpContext: DumpContext = { fingerprint: "unknown", secret: undefined },
   ) {}
 
   /** Size of the interpreter's WebAssembly memory after the last run. */
@@ -193,6 +300,7 @@ export class InterpreterSession {
     const child = this.child;
     const inputs = JSON.stringify(toWire(options.inputs ?? {}));
     this.running = true;
+    this.dirty = true;
     let timedOut = false;
     let grace: NodeJS.Timeout | undefined;
     // A run whose code swallows the interrupt ends when its process is killed, not when the
@@ -237,6 +345,12 @@ export class InterpreterSession {
       this.running = false;
     }
     if (timedOut) throw new InterpreterTimeoutError(`the run took longer than ${this.limits.timeoutMs} ms`);
+    return this.interpret(reply);
+  }
+
+  /** The value of a finished run, or its typed error. */
+  private interpret(reply: ChildMessage): unknown {
+    const child = this.child;
     const result = JSON.parse(reply.result as string) as {
       status: string;
       value?: unknown;
@@ -289,10 +403,266 @@ export class InterpreterSession {
     if (!timedOut()) this.child.send({ type: "answer", ...answer });
   }
 
+  /**
+   * Starts a pausable run: it pauses at each call of a function named in `functions` (see
+   * pausable.ts). The run sees its inputs and functions only: when the session has run code
+   * before, its interpreter is reset first (globals, imported modules, files), so a replay in a
+   * fresh interpreter starts from the same state. Randomness and the clock are deterministic
+   * during the run (wasm-child/runner.py, `_Deterministic`).
+   */
+  async start(code: string, options: StartOptions = {}): Promise<Step> {
+    this.checkUsable();
+    const functions = options.functions ?? [];
+    for (const f of functions) {
+      if (typeof f !== "string" || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(f)) throw new TypeError(`not a function name: ${String(f)}`);
+    }
+    const record: RunRecord = {
+      code,
+      inputs: toWire(options.inputs ?? {}),
+      functions: [...functions],
+      seed: randomInt(2 ** 47),
+      clock: Date.now() / 1000,
+      limits: { ...this.limits },
+      calls: [],
+    };
+    return this.begin(record, [], null, options.onPrint, false);
+  }
+
+  /** @internal pool.load: replays `calls` and pauses at `paused`. */
+  replayRun(
+    record: RunRecord,
+    calls: CallRecord[],
+    paused: { name: string; args: string },
+    onPrint: ((text: string, stream: "stdout" | "stderr") => void) | undefined,
+  ): Promise<Step> {
+    this.checkUsable();
+    return this.begin(record, calls, paused, onPrint, true);
+  }
+
+  private checkUsable(): void {
+    if (this.released) throw new Error("the session was released");
+    if (this.broken) throw new InterpreterCrashedError(`the interpreter is no longer usable: ${this.broken.message}`);
+    if (this.running) throw new Error("a run is already in progress in this session");
+  }
+
+  private async begin(
+    record: RunRecord,
+    replay: CallRecord[],
+    expected: { name: string; args: string } | null,
+    onPrint: ((text: string, stream: "stdout" | "stderr") => void) | undefined,
+    autoRelease: boolean,
+  ): Promise<Step> {
+    this.running = true;
+    if (this.dirty) {
+      let ok = false;
+      try {
+        ok = (await this.child.reset()).ok === true;
+      } catch {
+        ok = false;
+      }
+      if (!ok) {
+        this.running = false;
+        this.broken = new Error("the interpreter could not be reset");
+        if (autoRelease) void this.release();
+        throw new InterpreterCrashedError("the interpreter could not be reset before a pausable run");
+      }
+    }
+    this.dirty = true;
+    const run: ActiveRun = {
+      events: new EventQueue(),
+      record,
+      replay,
+      expected,
+      replaying: expected !== null,
+      onPrint,
+      autoRelease,
+      ended: false,
+    };
+    this.active = run;
+    const running = this.child.run(
+      {
+        code: record.code,
+        inputs: JSON.stringify(record.inputs),
+        functions: JSON.stringify(record.functions),
+        limits: {
+          memoryBytes: this.limits.memoryBytes,
+          maxOutputBytes: this.limits.maxOutputBytes,
+          maxRecursionDepth: this.limits.maxRecursionDepth,
+        },
+        pausable: JSON.stringify({ seed: record.seed, clock: record.clock }),
+      },
+      {
+        onPrint: (text, stream) => {
+          if (!run.replaying) run.onPrint?.(text, stream);
+        },
+        onCall: (name, args) => run.events.push({ kind: "call", name, args }),
+      },
+    );
+    running.then(
+      (reply) => run.events.push({ kind: "result", reply }),
+      (error: Error) => run.events.push({ kind: "error", error }),
+    );
+    return this.advance(run);
+  }
+
+  /** Runs Python until its next host call (→ Paused) or its end; `timeoutMs` applies to each such stretch. */
+  private async advance(run: ActiveRun): Promise<Step> {
+    let timedOut = false;
+    let grace: NodeJS.Timeout | undefined;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      this.child.interrupt();
+      grace = setTimeout(() => {
+        this.child.kill();
+        run.events.push({ kind: "error", error: new Error("killed after overrunning its deadline") });
+      }, INTERRUPT_GRACE_MS);
+    }, this.limits.timeoutMs);
+    let mismatch: string | null = null;
+    try {
+      for (;;) {
+        const ev = await run.events.next();
+        if (ev.kind === "call") {
+          if (timedOut) {
+            this.child.send({ type: "answer", ok: false, interrupted: true });
+            continue;
+          }
+          const i = run.record.calls.length;
+          if (i < run.replay.length) {
+            const rec = run.replay[i]!;
+            if (rec.name !== ev.name || rec.args !== ev.args) {
+              mismatch = `host call #${i + 1} differs from the record: recorded ${rec.name}${describeArgs(rec.args)}, replayed ${ev.name}${describeArgs(ev.args)}`;
+              break;
+            }
+            run.record.calls.push(rec);
+            this.child.send({ type: "answer", ...rec.result });
+            continue;
+          }
+          if (run.expected) {
+            const exp = run.expected;
+            run.expected = null;
+            if (exp.name !== ev.name || exp.args !== ev.args) {
+              mismatch = `the run paused at ${exp.name}${describeArgs(exp.args)} but its replay reached ${ev.name}${describeArgs(ev.args)}`;
+              break;
+            }
+          }
+          run.replaying = false;
+          return this.pausedStep(run, ev.name, ev.args);
+        }
+        if (ev.kind === "error") {
+          this.broken = ev.error;
+          this.end(run);
+          if (timedOut) throw new InterpreterTimeoutError(`the run did not stop within ${this.limits.timeoutMs} ms and its interpreter was killed`);
+          throw new InterpreterCrashedError(ev.error.message);
+        }
+        // The run ended.
+        if (run.replaying) {
+          this.end(run);
+          if (timedOut) throw new InterpreterTimeoutError(`the replay took longer than ${this.limits.timeoutMs} ms`);
+          throw new InterpreterReplayError(
+            `the replay ended after ${run.record.calls.length} host call(s) without reaching the call the run was paused at (${run.expected?.name ?? "?"})`,
+          );
+        }
+        this.end(run);
+        if (timedOut) throw new InterpreterTimeoutError(`the run took longer than ${this.limits.timeoutMs} ms`);
+        return { done: true, value: this.interpret(ev.reply) };
+      }
+    } finally {
+      clearTimeout(timer);
+      clearTimeout(grace);
+    }
+    // A replay that diverged: stop the run, then report.
+    const reusable = await this.abort(run);
+    this.end(run, reusable);
+    throw new InterpreterReplayError(`${mismatch}; the run is not replayable (see InterpreterReplayError)`);
+  }
+
+  private pausedStep(run: ActiveRun, name: string, args: string): Paused {
+    const [positional, kwargs] = JSON.parse(args) as [unknown[], Record<string, unknown>];
+    const record: RunRecord = { ...run.record, calls: run.record.calls.slice() };
+    let used = false;
+    const answer = (result: CallResult): Promise<Step> => {
+      if (used) throw new Error("this step was already resumed or cancelled");
+      if (run.ended) throw new Error("the run has ended");
+      used = true;
+      run.record.calls.push({ name, args, result });
+      this.child.send({ type: "answer", ...result });
+      return this.advance(run);
+    };
+    return {
+      done: false,
+      name,
+      args: fromWire(positional) as unknown[],
+      kwargs: Object.fromEntries(Object.entries(kwargs).map(([k, v]) => [k, fromWire(v)])),
+      resume: async (value: unknown) => answer({ ok: true, value: toWire(value) }),
+      throw: async (error: unknown) => {
+        const err = error instanceof Error ? error : new Error(String(error));
+        return answer({ ok: false, error: { name: err.name, message: err.message } });
+      },
+      dump: () => encodeDump(record, { name, args }, this.dumpContext.fingerprint, this.dumpContext.secret),
+      cancel: async () => {
+        if (used || run.ended) return;
+        used = true;
+        const reusable = await this.abort(run);
+        this.end(run, reusable);
+      },
+    };
+  }
+
+  /** Stops a paused or diverged run: the code gets KeyboardInterrupt; true when it ended in time. */
+  private async abort(run: ActiveRun): Promise<boolean> {
+    if (!this.child.alive) return false;
+    // The pending host call raises KeyboardInterrupt; code that swallows it and runs on is killed.
+    this.child.send({ type: "answer", ok: false, interrupted: true });
+    let expired = false;
+    const t = setTimeout(() => {
+      expired = true;
+      run.events.push({ kind: "error", error: new Error("the run did not stop") });
+    }, ABORT_GRACE_MS);
+    try {
+      for (;;) {
+        const ev = await run.events.next();
+        if (ev.kind === "call") {
+          this.child.send({ type: "answer", ok: false, interrupted: true });
+          continue;
+        }
+        if (ev.kind === "result" && !expired) return true;
+        this.child.kill();
+        return false;
+      }
+    } finally {
+      clearTimeout(t);
+    }
+  }
+
+  /** A pausable run is over: the session is free again (a loaded run's session goes back to the pool). */
+  private end(run: ActiveRun, reusable = true): void {
+    if (run.ended) return;
+    run.ended = true;
+    if (this.active === run) this.active = null;
+    this.running = false;
+    if (!reusable && !this.broken) this.broken = new Error("a run could not be stopped");
+    if (run.autoRelease) void this.release();
+  }
+
   /** Gives the interpreter back: its state is reset (or the process replaced) before the next checkout. */
   async release(): Promise<void> {
+    if (this.released) return;
+    const run = this.active;
+    if (run && !run.ended) {
+      // A paused run is abandoned (its dump, if any, stays valid).
+      const reusable = await this.abort(run);
+      run.ended = true;
+      this.active = null;
+      this.running = false;
+      if (!reusable && !this.broken) this.broken = new Error("a run could not be stopped");
+    }
     if (this.released) return;
     this.released = true;
     await this.checkin(this.child, this.broken === null && !this.running);
   }
+}
+
+function describeArgs(args: string): string {
+  const text = args.length > 200 ? `${args.slice(0, 200)}…` : args;
+  return `(${text})`;
 }
