@@ -2,7 +2,8 @@
 import { z } from "zod";
 import { CodeResult } from "./worker-protocol.js";
 
-export const CodeLanguage = z.enum(["python", "javascript"]);
+/** `python-wasm`: the embedded interpreter (CPython on WebAssembly), which needs no Linux sandbox. */
+export const CodeLanguage = z.enum(["python", "javascript", "python-wasm"]);
 
 const noNul = (s: string) => !s.includes("\0");
 

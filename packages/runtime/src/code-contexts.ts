@@ -16,7 +16,9 @@ import {
   type TurnEnder,
   type WorkerEvent,
 } from "@agentbox/protocol";
-import { SubprocessTransport, Worker, WorkerFailure, WorkerPool, workerLaunch, type CallAnswer, type CodeLanguage } from "@agentbox/interpreter";
+import { PyKwargs, SubprocessTransport, Worker, WorkerFailure, WorkerPool, workerLaunch, type CallAnswer, type CodeLanguage, type InterpreterSession } from "@agentbox/interpreter";
+import { decodeValue, encodeValue } from "@agentbox/protocol";
+import { checkoutWasm, wasmError, wasmResults } from "./wasm-contexts.js";
 import type { LocalSandbox } from "@agentbox/isolation";
 import { resolveCwd } from "./exec-runner.js";
 
@@ -38,6 +40,10 @@ interface Stream {
 interface Context {
   info: CodeContextInfo;
   worker: Worker;
+  /** For `python-wasm`: the embedded interpreter's session (then `worker` is unused). */
+  wasm: InterpreterSession | undefined;
+  /** Its interpreter ran out of memory, crashed or was killed: the next run gets another. */
+  wasmBroken?: boolean;
   /** Whether the worker came from the pool's defaults (it may go back) and had no dependencies installed. */
   pooled: boolean;
   env: Record<string, string>;
@@ -108,13 +114,21 @@ export class CodeContexts {
     if (this.contexts.size >= MAX_CONTEXTS) throw new AgentboxError("LIMIT_EXCEEDED", `a sandbox may have at most ${MAX_CONTEXTS} code contexts`);
     this.defaults ??= { env: sandboxEnv, cwd: defaultCwd };
     const cwd = resolveCwd(req.cwd, defaultCwd);
+    if (req.language === "python-wasm") {
+      const id = `ctx-${randomBytes(6).toString("hex")}`;
+      const info: CodeContextInfo = { id, language: req.language, cwd: "/", executionCount: 0, createdAt: new Date().toISOString() };
+      const wasm = await checkoutWasm();
+      this.contexts.set(id, { info, worker: undefined as unknown as Worker, wasm, pooled: false, env: {}, busy: false, stream: undefined });
+      return { ...info };
+    }
     const env = { ...sandboxEnv, ...(req.env ?? {}) };
     // The warm pool's workers were started with the sandbox's defaults: only those fit.
     const pooled = cwd === this.defaults.cwd && JSON.stringify(env) === JSON.stringify(this.defaults.env);
-    const worker = pooled ? await this.pool(req.language).checkout() : await this.spawnWorker(req.language, cwd, env);
+    const language = req.language;
+    const worker = pooled ? await this.pool(language).checkout() : await this.spawnWorker(language, cwd, env);
     const id = `ctx-${randomBytes(6).toString("hex")}`;
-    const info: CodeContextInfo = { id, language: req.language, cwd, executionCount: 0, createdAt: new Date().toISOString() };
-    this.contexts.set(id, { info, worker, pooled, env, busy: false, stream: undefined });
+    const info: CodeContextInfo = { id, language, cwd, executionCount: 0, createdAt: new Date().toISOString() };
+    this.contexts.set(id, { info, worker, wasm: undefined, pooled, env, busy: false, stream: undefined });
     return { ...info };
   }
 
@@ -130,7 +144,8 @@ export class CodeContexts {
     const c = this.contexts.get(id);
     if (!c) return false;
     this.contexts.delete(id);
-    if (c.pooled && !c.busy) await this.pool(c.info.language).release(c.worker, true);
+    if (c.wasm) await c.wasm.release().catch(() => undefined);
+    else if (c.pooled && !c.busy) await this.pool(c.info.language as CodeLanguage).release(c.worker, true);
     else await c.worker.shutdown();
     return true;
   }
@@ -138,8 +153,15 @@ export class CodeContexts {
   /** A fresh worker for the context (state lost). */
   async restart(id: string): Promise<CodeContextInfo> {
     const c = this.context(id);
+    if (c.wasm) {
+      await c.wasm.release().catch(() => undefined);
+      c.wasm = await checkoutWasm();
+      c.busy = false;
+      c.info.executionCount = 0;
+      return { ...c.info };
+    }
     c.worker.kill();
-    c.worker = await this.spawnWorker(c.info.language, c.info.cwd, c.env);
+    c.worker = await this.spawnWorker(c.info.language as CodeLanguage, c.info.cwd, c.env);
     c.pooled = false;
     c.busy = false;
     c.info.executionCount = 0;
@@ -154,10 +176,34 @@ export class CodeContexts {
   /** After a run: a worker that died or timed out is replaced, so the context stays usable. */
   private async end(c: Context): Promise<void> {
     c.busy = false;
+    if (c.wasm) {
+      if (c.wasmBroken) {
+        c.wasmBroken = false;
+        await c.wasm.release().catch(() => undefined);
+        c.wasm = await checkoutWasm();
+        c.info.executionCount = 0;
+      }
+      return;
+    }
     if (!c.worker.alive) {
-      c.worker = await this.spawnWorker(c.info.language, c.info.cwd, c.env);
+      c.worker = await this.spawnWorker(c.info.language as CodeLanguage, c.info.cwd, c.env);
       c.pooled = false;
       c.info.executionCount = 0;
+    }
+  }
+
+  /** A run in the embedded interpreter; `functions` answer host calls. */
+  private async runWasm(c: Context, req: RunCodeRequest, onPrint: (text: string, stream: "stdout" | "stderr") => void, functions: Record<string, (...args: unknown[]) => unknown> = {}): Promise<TurnEnder> {
+    const count = c.info.executionCount + 1;
+    try {
+      const value = await c.wasm!.run(req.code, { onPrint, functions, ...(req.timeoutMs !== undefined ? { timeoutMs: req.timeoutMs } : {}) });
+      c.info.executionCount = count;
+      return { type: "complete", results: wasmResults(value), executionCount: count };
+    } catch (err) {
+      c.info.executionCount = count;
+      const error = wasmError(err);
+      if (error.name === "WorkerCrashed" || error.name === "MemoryError" || /killed/.test(error.value)) c.wasmBroken = true;
+      return { type: "error", ...error, executionCount: count };
     }
   }
 
@@ -165,6 +211,15 @@ export class CodeContexts {
   async run(id: string, req: RunCodeRequest): Promise<Execution> {
     const c = this.context(id);
     this.begin(c);
+    if (c.wasm) {
+      const out = { stdout: "", stderr: "" };
+      try {
+        const ender = await this.runWasm(c, req, (text, stream) => void (out[stream].length < MAX_EXECUTION_OUTPUT && (out[stream] += text)));
+        return this.execution(c, ender, out, ender.type === "complete" ? ender.results : []);
+      } finally {
+        await this.end(c);
+      }
+    }
     const out = { stdout: "", stderr: "" };
     const results: Execution["results"] = [];
     try {
@@ -206,6 +261,26 @@ export class CodeContexts {
     // The code runs in the sandbox and can write any frame: a call to a name this run did not
     // declare never reaches the client.
     const declared = new Set(functions ?? []);
+    if (c.wasm) {
+      let next = 0;
+      const relay = (name: string) => (...args: unknown[]) =>
+        new Promise<unknown>((resolve, reject) => {
+          const callId = `w${++next}`;
+          const kw = args.at(-1) instanceof PyKwargs ? (args.pop() as PyKwargs).values : {};
+          stream.calls.set(callId, (answer) => {
+            if ("error" in answer) reject(Object.assign(new Error(answer.error.message), { name: answer.error.name }));
+            else resolve(decodeValue(answer.value));
+          });
+          push({ type: "call", callId, name, args: args.map((a) => encodeValue(a)), kwargs: Object.fromEntries(Object.entries(kw).map(([k, v]) => [k, encodeValue(v)])) });
+        });
+      const fns = Object.fromEntries([...declared].map((n) => [n, relay(n)]));
+      void this.runWasm(c, req, (text, s) => push({ type: "print", stream: s, text }), fns).then(async (ender) => {
+        await this.end(c).catch(() => undefined);
+        stream.done = true;
+        push(ender);
+      });
+      return;
+    }
     void c.worker
       .request(
         { type: "feed", code: req.code, ...(functions?.length ? { functions } : {}) },
@@ -262,6 +337,7 @@ export class CodeContexts {
 
   async install(id: string, req: InstallDependenciesBody): Promise<{ output: string }> {
     const c = this.context(id);
+    if (c.wasm) throw new AgentboxError("INVALID_REQUEST", "python-wasm contexts cannot install packages (the embedded interpreter has only its standard library)");
     this.begin(c);
     let output = "";
     try {
@@ -279,7 +355,10 @@ export class CodeContexts {
   }
 
   async closeAll(): Promise<void> {
-    for (const c of this.contexts.values()) c.worker.kill();
+    for (const c of this.contexts.values()) {
+      if (c.wasm) void c.wasm.release().catch(() => undefined);
+      else c.worker.kill();
+    }
     this.contexts.clear();
     await Promise.all([...this.pools.values()].map((p) => p.close()));
   }

@@ -42,6 +42,7 @@ import { SessionRegistry } from "./sessions.js";
 import { FileService } from "./files.js";
 import { TerminalRegistry } from "./terminals.js";
 import { CodeContexts } from "./code-contexts.js";
+import { closeWasmPool } from "./wasm-contexts.js";
 
 /** Sandbox users map to host uids from here up, one per live sandbox. */
 export const HOST_UID_BASE = 2_000_000;
@@ -548,6 +549,7 @@ export class SandboxManager {
     await this.refilling;
     for (const slot of this.spareSlots.splice(0)) await unmountRootfs(this.slotPaths(slot));
     await this.volumes.unmountAll();
+    await closeWasmPool().catch(() => undefined);
     this.spawner.stop();
   }
 }

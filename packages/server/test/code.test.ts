@@ -289,6 +289,24 @@ describe("code contexts", () => {
     assert.equal((await sb.exec("echo fine")).stdout, "fine\n");
   });
 
+  test("python-wasm: the embedded interpreter as a context: state, repr of results, output, host functions, errors", async () => {
+    const ctx = await sb.code.createContext({ language: "python-wasm" });
+    assert.equal(ctx.info.language, "python-wasm");
+    await ctx.run("x = 20");
+    const a = await ctx.run("print('hello'); (x * 2 + 2, 'ok', None, b'\\x00', {1, 2}, 2**70)");
+    assert.equal(a.stdout, "hello\n");
+    assert.equal(a.results[0]!.text, "(42, 'ok', None, b'\\x00', {1, 2}, 1180591620717411303424)");
+    const host = await ctx.run("double(x)", { functions: { double: (n: number) => n * 2 } });
+    assert.equal(host.results[0]!.text, "40");
+    const err = await ctx.run("1 / 0");
+    assert.equal(err.error?.name, "ZeroDivisionError");
+    // Nothing of the sandbox or the host: no files, no subprocesses.
+    const escape = await ctx.run("import js");
+    assert.match(escape.error?.name ?? "", /^(ImportError|ModuleNotFoundError)$/);
+    await assert.rejects(ctx.installDependencies(["anything"]), (e) => isAgentboxError(e, "INVALID_REQUEST"));
+    await ctx.remove();
+  });
+
   test("contexts: list, get, restart, delete; bad requests", async () => {
     const ctx = await sb.code.createContext({ language: "python" });
     await ctx.run("y = 5");

@@ -9,7 +9,7 @@ export function runCodeCommand(): Command {
     .description("Run code in a stateful code context of a sandbox (a new one unless --context is given)")
     .argument("<sandbox>", "sandbox id")
     .argument("[file]", "file with the code; - or nothing: read it from stdin")
-    .addOption(new Option("-l, --language <language>", "language of a new context").choices(["python", "javascript"]).default("python"))
+    .addOption(new Option("-l, --language <language>", "language of a new context").choices(["python", "javascript", "python-wasm"]).default("python"))
     .option("--context <id>", "run in this existing context (its state carries over)")
     .option("-c, --code <code>", "the code itself, instead of a file")
     .option("--timeout <ms>", "interrupt the run after this long", parsePositiveInt("--timeout"))
@@ -28,7 +28,7 @@ Examples:
   $ agentbox run-code sb-1234 --context $CTX -c 'x + 1'`,
     )
     .action(
-      action(async (ctx, sandboxId: string, file: string | undefined, opts: { language: "python" | "javascript"; context?: string; code?: string; timeout?: number }) => {
+      action(async (ctx, sandboxId: string, file: string | undefined, opts: { language: "python" | "javascript" | "python-wasm"; context?: string; code?: string; timeout?: number }) => {
         const code = opts.code ?? readFileSync(file === undefined || file === "-" ? 0 : file, "utf8");
         const sb = await ctx.client().sandboxes.get(sandboxId);
         const context = opts.context ? await sb.code.getContext(opts.context) : await sb.code.createContext({ language: opts.language });
