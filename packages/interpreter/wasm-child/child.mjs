@@ -1,18 +1,15 @@
 // agentbox python-wasm child: main thread. Started by @agentbox/interpreter as
 //   node --experimental-permission --allow-fs-read=<pyodide>/* --allow-fs-read=<this dir>/* --allow-worker child.mjs <pyodide dir>
 // with an empty environment. Speaks length-prefixed JSON frames (4-byte big-endian length)
-// on stdin/stdout with the parent, runs Pyodide in a worker thread (pyodide-thread.mjs) so
-// that it can interrupt it, and relays host-function answers into that thread.
-import { Worker, MessageChannel } from "node:worker_threads";
+// on stdin/stdout with the parent and runs Pyodide in a worker thread (pyodide-thread.mjs) so
+// that it can interrupt it. A run's host calls and output do not pass through here: the
+// Pyodide thread exchanges them with the parent directly over fds 3 (parent → thread) and
+// 4 (thread → parent), see pyodide-thread.mjs.
+import { Worker } from "node:worker_threads";
 
 const pyodideDir = process.argv[2];
 const interrupt = new SharedArrayBuffer(4);
 const interruptView = new Int32Array(interrupt);
-const callSignal = new SharedArrayBuffer(4);
-const callSignalView = new Int32Array(callSignal);
-const { port1: callPort, port2: threadCallPort } = new MessageChannel();
-let callPending = false;
-let outputLeft = Infinity;
 
 function send(message) {
   const payload = Buffer.from(JSON.stringify(message), "utf8");
@@ -21,17 +18,8 @@ function send(message) {
   process.stdout.write(Buffer.concat([head, payload]));
 }
 
-function answerCall(answer) {
-  if (!callPending) return;
-  callPending = false;
-  callPort.postMessage(answer);
-  Atomics.store(callSignalView, 0, 1);
-  Atomics.notify(callSignalView, 0);
-}
-
 const thread = new Worker(new URL("./pyodide-thread.mjs", import.meta.url), {
-  workerData: { pyodideDir, interrupt, callSignal, callPort: threadCallPort },
-  transferList: [threadCallPort],
+  workerData: { pyodideDir, interrupt, callIn: 3, callOut: 4 },
   env: {},
   stdout: true,
   stderr: true,
@@ -39,17 +27,6 @@ const thread = new Worker(new URL("./pyodide-thread.mjs", import.meta.url), {
 thread.stdout.resume();
 thread.stderr.resume();
 thread.on("message", (m) => {
-  if (m.type === "print") {
-    // Second cap on output, outside the reach of code in the Pyodide thread.
-    if (outputLeft <= 0) return;
-    let text = m.text;
-    const bytes = Buffer.byteLength(text, "utf8");
-    if (bytes > outputLeft) text = Buffer.from(text, "utf8").subarray(0, outputLeft).toString("utf8");
-    outputLeft -= bytes;
-    send({ type: "print", stream: m.stream, text });
-    return;
-  }
-  if (m.type === "call") callPending = true;
   send(m);
 });
 thread.on("error", (e) => {
@@ -77,15 +54,11 @@ process.stdin.on("end", () => process.exit(0));
 function handle(m) {
   switch (m.type) {
     case "interrupt":
-      Atomics.store(interruptView, 0, 2); // SIGINT → KeyboardInterrupt in Python
-      answerCall({ ok: false, interrupted: true });
-      return;
-    case "answer":
-      answerCall(m);
+      // SIGINT → KeyboardInterrupt in Python (a pending host call is answered by the parent).
+      Atomics.store(interruptView, 0, 2);
       return;
     case "run":
       Atomics.store(interruptView, 0, 0);
-      outputLeft = m.limits?.maxOutputBytes ?? Infinity;
       thread.postMessage(m);
       return;
     case "reset":

@@ -1,15 +1,15 @@
 // agentbox python-wasm child: the Pyodide thread. Loads Pyodide with a memory ceiling,
 // installs the Python-side lockdown (runner.py), then removes from this thread's JavaScript
 // scope everything that code escaping Python could abuse (process, fetch, code generation…).
-import { parentPort, workerData, receiveMessageOnPort } from "node:worker_threads";
-import { constants as fsConstants, readFileSync } from "node:fs";
+import { parentPort, workerData } from "node:worker_threads";
+import { constants as fsConstants, readFileSync, readSync, writeSync } from "node:fs";
 import { pathToFileURL } from "node:url";
+import { createMountFs } from "./mount-fs.mjs";
 
-const { pyodideDir, interrupt, callSignal, callPort } = workerData;
-const callSignalView = new Int32Array(callSignal);
-const post = parentPort.postMessage.bind(parentPort);
+const { pyodideDir, interrupt, callIn, callOut } = workerData;
+// Everything this thread sends goes to the parent over the direct pipe (below), in order.
+const post = (message) => sendDirect(JSON_MESSAGE, JSON.stringify(message));
 const onMessage = parentPort.on.bind(parentPort);
-const atomicsWait = Atomics.wait, atomicsStore = Atomics.store;
 const stringify = JSON.stringify;
 const now = performance.now.bind(performance);
 
@@ -43,16 +43,60 @@ const py = await loadPyodide({
 });
 py.setInterruptBuffer(new Int32Array(interrupt));
 
-function emit(stream, text) {
-  post({ type: "print", stream, text });
+// ---- the run's hot path: a pipe pair straight to the parent process (fd callOut → parent,
+// parent → fd callIn), written and read synchronously from this thread, so that a host call
+// costs one write and one blocking read here, and no hop through the child's main thread.
+// Frames: 4-byte big-endian length, then UTF-8 text. To the parent: "c<name>\n<args JSON>"
+// (a host call, answered on callIn: see _host_function in runner.py), "o<text>" / "e<text>"
+// (stdout / stderr), "j<JSON message>" (ready, a run's result, replies to requests, which come from
+// the parent through the main thread), all in order on one pipe.
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+let outBuf = new Uint8Array(1 << 16);
+let inBuf = new Uint8Array(1 << 16);
+let inStart = 0, inEnd = 0;
+function sendDirect(kind, text) {
+  // UTF-8 takes at most 3 bytes per UTF-16 unit.
+  const max = 5 + text.length * 3;
+  if (outBuf.length < max) outBuf = new Uint8Array(Math.max(max, outBuf.length * 2));
+  outBuf[4] = kind;
+  const n = 1 + encoder.encodeInto(text, outBuf.subarray(5)).written;
+  outBuf[0] = n >>> 24; outBuf[1] = (n >>> 16) & 255; outBuf[2] = (n >>> 8) & 255; outBuf[3] = n & 255;
+  let off = 0;
+  while (off < n + 4) off += writeSync(callOut, outBuf, off, n + 4 - off);
 }
-function hostcall(name, payload) {
-  atomicsStore(callSignalView, 0, 0);
-  post({ type: "call", name, args: payload });
-  atomicsWait(callSignalView, 0, 0);
-  atomicsStore(callSignalView, 0, 0);
-  const received = receiveMessageOnPort(callPort);
-  return stringify(received ? received.message : { ok: false, error: { name: "Error", message: "no answer" } });
+function readDirect() {
+  for (;;) {
+    const have = inEnd - inStart;
+    if (have >= 4) {
+      const n = ((inBuf[inStart] << 24) | (inBuf[inStart + 1] << 16) | (inBuf[inStart + 2] << 8) | inBuf[inStart + 3]) >>> 0;
+      if (have >= 4 + n) {
+        const text = decoder.decode(inBuf.subarray(inStart + 4, inStart + 4 + n));
+        inStart += 4 + n;
+        if (inStart === inEnd) inStart = inEnd = 0;
+        return text;
+      }
+      if (inBuf.length < 4 + n) {
+        const bigger = new Uint8Array(Math.max(4 + n, inBuf.length * 2));
+        bigger.set(inBuf.subarray(inStart, inEnd));
+        inBuf = bigger; inEnd = have; inStart = 0;
+      }
+    }
+    if (inStart > 0 && inEnd === inBuf.length) {
+      inBuf.copyWithin(0, inStart, inEnd); inEnd -= inStart; inStart = 0;
+    }
+    const got = readSync(callIn, inBuf, inEnd, inBuf.length - inEnd, null);
+    if (got === 0) throw new Error("the host closed the call pipe");
+    inEnd += got;
+  }
+}
+const STDOUT = 111, STDERR = 101, CALL = 99, JSON_MESSAGE = 106; // "o", "e", "c", "j"
+function emit(stream, text) {
+  sendDirect(stream === "stderr" ? STDERR : STDOUT, text);
+}
+function hostcall(request) {
+  sendDirect(CALL, request);
+  return readDirect();
 }
 
 const runnerSource = readFileSync(new URL("./runner.py", import.meta.url), "utf8");
@@ -61,7 +105,11 @@ py.runPython(runnerSource, { globals: ns });
 const runFn = ns.get("run");
 const resetFn = ns.get("reset");
 ns.get("setup")(emit, hostcall);
+ns.get("warm")(3000);
 ns.destroy();
+
+// Mounts (mount-fs.mjs) keep their own handle on the in-memory filesystem, removed from `py` below.
+const mountFs = createMountFs(py.FS, py.ERRNO_CODES);
 
 // ---- second wall: nothing to abuse in this thread's JavaScript scope
 const heapOf = py._module;
@@ -123,6 +171,8 @@ onMessage("message", (m) => {
     let ok = true;
     try { resetFn(); } catch { ok = false; }
     post({ type: "reset-done", id: m.id, ok });
+  } else if (mountFs.handles(m.type)) {
+    post(mountFs.handle(m));
   } else if (m.type === "probe") {
     post({ type: "probe-result", id: m.id, result: probe() });
   }

@@ -1,8 +1,12 @@
 /**
  * One interpreter process: `node --experimental-permission` running wasm-child/child.mjs,
- * with Pyodide in a worker thread inside it. Parent side of its frame protocol.
+ * with Pyodide in a worker thread inside it. Parent side of its frame protocol: control
+ * frames (run, reset, interrupt → result, …) on stdin/stdout with the child's main thread; a
+ * run's host calls and output on a pipe pair straight to the Pyodide thread (fd 3: answers
+ * to it, fd 4: calls and output from it), the hot path of host calls.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import type { Readable, Writable } from "node:stream";
 import { createRequire } from "node:module";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -41,6 +45,16 @@ export class InterpreterChild {
   memoryBytes = 0;
   private nextId = 1;
   private pending = new Map<number, { resolve: (m: ChildMessage) => void; reject: (e: Error) => void; handlers?: RunHandlers }>();
+  /** Handlers of the one run in flight. */
+  private runHandlers: RunHandlers | null = null;
+  /** The Pyodide thread waits for the answer to a host call. */
+  private callPending = false;
+  /** Output the run may still print (the cap outside the Pyodide thread's reach). */
+  private outputLeft = Infinity;
+  private onReady: (m: ChildMessage) => void = () => {};
+  /** Until ready: the child warms its host-call path up (runner.py, warm). */
+  private warming = true;
+  private readonly answerPipe: Writable;
   private stderr = "";
   private exitListeners: Array<() => void> = [];
 
@@ -56,8 +70,21 @@ export class InterpreterChild {
         `${CHILD_DIR}/child.mjs`,
         pyodideDir,
       ],
-      { env: {}, stdio: ["pipe", "pipe", "pipe"] },
+      { env: {}, stdio: ["pipe", "pipe", "pipe", "pipe", "pipe"] },
     );
+    this.answerPipe = this.process.stdio[3] as Writable;
+    this.answerPipe.on("error", () => {});
+    const direct = new WorkerFrameReader(64 * 1024 * 1024);
+    (this.process.stdio[4] as Readable).on("data", (chunk: Buffer) => {
+      let frames: Buffer[];
+      try {
+        frames = direct.push(chunk);
+      } catch {
+        this.kill();
+        return;
+      }
+      for (const f of frames) this.direct(f);
+    });
     let readyResolve!: (v: { loadMs: number; memoryBytes: number }) => void;
     let readyReject!: (e: Error) => void;
     this.ready = new Promise((res, rej) => ((readyResolve = res), (readyReject = rej)));
@@ -71,14 +98,13 @@ export class InterpreterChild {
         this.kill();
         return;
       }
-      for (const f of frames) {
-        const m = JSON.parse(f.toString("utf8")) as ChildMessage;
-        if (m.type === "ready") {
-          this.memoryBytes = m.memoryBytes as number;
-          readyResolve({ loadMs: m.loadMs as number, memoryBytes: m.memoryBytes as number });
-        } else this.dispatch(m);
-      }
+      for (const f of frames) this.control(f, 0);
     });
+    this.onReady = (m) => {
+      this.warming = false;
+      this.memoryBytes = m.memoryBytes as number;
+      readyResolve({ loadMs: m.loadMs as number, memoryBytes: m.memoryBytes as number });
+    };
     this.process.stderr!.on("data", (d: Buffer) => {
       if (this.stderr.length < 16384) this.stderr += d.toString("utf8");
     });
@@ -98,18 +124,77 @@ export class InterpreterChild {
     else this.exitListeners.push(listener);
   }
 
-  private dispatch(m: ChildMessage): void {
-    if (m.type === "print" || m.type === "call") {
-      // Belongs to the one run in flight.
-      const run = [...this.pending.values()].find((p) => p.handlers);
-      if (m.type === "print") run?.handlers?.onPrint?.(m.text as string, m.stream as "stdout" | "stderr");
-      else if (run) run.handlers!.onCall(m.name as string, m.args as string);
-      else this.send({ type: "answer", ok: false, error: { name: "Error", message: "no run in flight" } });
+  /** A JSON message from the child (from `offset` in the frame): ready, fatal, a reply to a request. */
+  private control(frame: Buffer, offset: number): void {
+    let m: ChildMessage;
+    try {
+      m = JSON.parse(frame.toString("utf8", offset)) as ChildMessage;
+    } catch {
+      this.kill();
       return;
     }
+    if (m.type === "ready") this.onReady(m);
+    else this.dispatch(m);
+  }
+
+  /**
+   * A frame of the direct pipe from the Pyodide thread: "c<name>\n<args>" (host call),
+   * "o<text>" / "e<text>" (output), "j<JSON>" (any other message: ready, results, replies).
+   */
+  private direct(frame: Buffer): void {
+    const kind = frame[0];
+    if (kind === 106 /* j */) this.control(frame, 1);
+    else if (kind === 99 /* c */) {
+      const text = frame.toString("utf8", 1);
+      const nl = text.indexOf("\n");
+      this.callPending = true;
+      const run = this.runHandlers;
+      if (run && nl > 0) run.onCall(text.slice(0, nl), text.slice(nl + 1));
+      else if (this.warming) this.answer({ ok: true, value: 1 }); // runner.py warm(), before ready
+      else this.answer({ ok: false, error: { name: "Error", message: "no run in flight" } });
+    } else if (kind === 111 /* o */ || kind === 101 /* e */) {
+      if (this.outputLeft > 0) {
+        // Second cap on output, outside the reach of code in the Pyodide thread.
+        let bytes = frame.subarray(1);
+        if (bytes.length > this.outputLeft) bytes = bytes.subarray(0, this.outputLeft);
+        this.outputLeft -= bytes.length;
+        this.runHandlers?.onPrint?.(bytes.toString("utf8"), kind === 111 ? "stdout" : "stderr");
+      }
+    } else {
+      this.kill();
+      return;
+    }
+  }
+
+  /**
+   * Answers the host call the Pyodide thread waits for ({ok: true, value} with a wire value,
+   * {ok: false, error: {name, message}} or {ok: false, interrupted: true}); no-op when none.
+   */
+  answer(answer: Record<string, unknown>): void {
+    if (!this.callPending || !this.alive) return;
+    this.callPending = false;
+    // Wire form (runner.py, _host_function): "1<JSON value>", "0<JSON error>", "2".
+    const payload =
+      answer.ok === true
+        ? `1${JSON.stringify(answer.value ?? null)}`
+        : answer.interrupted === true
+          ? "2"
+          : `0${JSON.stringify(answer.error ?? { name: "Error", message: "no answer" })}`;
+    const length = Buffer.byteLength(payload, "utf8");
+    const frame = Buffer.allocUnsafe(4 + length);
+    frame.writeUInt32BE(length, 0);
+    frame.write(payload, 4, "utf8");
+    this.answerPipe.write(frame);
+  }
+
+  private dispatch(m: ChildMessage): void {
     if (m.type === "fatal") {
       this.kill();
       return;
+    }
+    if (m.type === "result") {
+      this.runHandlers = null;
+      this.callPending = false;
     }
     const id = m.id as number;
     const p = this.pending.get(id);
@@ -119,11 +204,16 @@ export class InterpreterChild {
     p.resolve(m);
   }
 
-  send(message: unknown): void {
+  send(message: { type: string; [key: string]: unknown }): void {
+    if (message.type === "answer") {
+      const { type: _type, ...answer } = message;
+      this.answer(answer);
+      return;
+    }
     if (this.alive) this.process.stdin!.write(encodeWorkerFrame(message));
   }
 
-  private request(message: Record<string, unknown>, handlers?: RunHandlers): Promise<ChildMessage> {
+  private request(message: { type: string; [key: string]: unknown }, handlers?: RunHandlers): Promise<ChildMessage> {
     if (!this.alive) return Promise.reject(new Error("interpreter process is gone"));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
@@ -133,6 +223,9 @@ export class InterpreterChild {
   }
 
   run(req: RunRequest, handlers: RunHandlers): Promise<ChildMessage> {
+    this.runHandlers = handlers;
+    this.callPending = false;
+    this.outputLeft = req.limits.maxOutputBytes;
     return this.request({ type: "run", ...req }, handlers);
   }
 
@@ -140,13 +233,20 @@ export class InterpreterChild {
     return this.request({ type: "reset" });
   }
 
+  /** A request to the Pyodide thread's mount filesystem (mounts.ts ↔ wasm-child/mount-fs.mjs). */
+  fsRequest(message: { type: `fs-${string}`; [key: string]: unknown }): Promise<ChildMessage> {
+    return this.request(message);
+  }
+
   /** What JavaScript in the Pyodide thread can reach (for escape tests). */
   probe(): Promise<ChildMessage> {
     return this.request({ type: "probe" });
   }
 
+  /** Stops the run: KeyboardInterrupt in Python, also out of a pending host call. */
   interrupt(): void {
     this.send({ type: "interrupt" });
+    this.answer({ ok: false, interrupted: true });
   }
 
   kill(): void {

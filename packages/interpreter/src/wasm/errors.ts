@@ -44,3 +44,24 @@ export class InterpreterReplayError extends InterpreterError {
 export class InterpreterDumpError extends InterpreterReplayError {
   override name = "InterpreterDumpError";
 }
+
+/** A path refused by a mount, and why. */
+export interface MountRefusal {
+  /** The virtual path (under the mount's `path`). */
+  path: string;
+  reason: string;
+}
+
+/**
+ * A mount could not be set up (bad path, host directory missing, caps exceeded: at checkout),
+ * or the write-back of a read-write mount refused some changes (after a run or at release; the
+ * other changes were applied). `refused` lists the paths refused; after a run, `value` holds the
+ * run's value, or `cause` its own error.
+ */
+export class InterpreterMountError extends InterpreterError {
+  override name = "InterpreterMountError";
+  value?: unknown;
+  constructor(message: string, readonly refused: MountRefusal[] = [], options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}

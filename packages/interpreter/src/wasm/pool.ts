@@ -12,7 +12,10 @@ import {
   InterpreterRuntimeError,
   InterpreterSyntaxError,
   InterpreterTimeoutError,
+  InterpreterMountError,
+  type MountRefusal,
 } from "./errors.js";
+import { DEFAULT_MOUNT_LIMITS, SessionMounts, planMounts, type Mount, type MountInfo, type MountLimits, type PlannedMount } from "./mounts.js";
 import { PyKwargs, fromWire, toWire } from "./values.js";
 import {
   decodeDump,
@@ -198,9 +201,12 @@ export class InterpreterPool {
     }
   }
 
-  async checkout(options: { limits?: Partial<InterpreterLimits> } = {}): Promise<InterpreterSession> {
+  async checkout(options: CheckoutOptions = {}): Promise<InterpreterSession> {
     if (this.closed) throw new Error("the pool is closed");
     const limits = { ...DEFAULT_LIMITS, ...options.limits };
+    // Mounts are validated and their host directories walked before an interpreter is taken.
+    const mountLimits = options.mounts === undefined ? null : { ...DEFAULT_MOUNT_LIMITS, ...options.mountLimits };
+    const plan = mountLimits ? await planMounts(options.mounts, mountLimits) : null;
     let child = this.idle.pop();
     if (!child) {
       child = await new Promise<InterpreterChild>((resolve, reject) => {
@@ -209,7 +215,9 @@ export class InterpreterPool {
       });
     }
     this.topUp();
-    return new InterpreterSession(child, limits, (c, reusable) => this.checkin(c, reusable), this.dumpContext);
+    const session = new InterpreterSession(child, limits, (c, reusable) => this.checkin(c, reusable), this.dumpContext);
+    if (plan && plan.length > 0) await session.attachMounts(plan, mountLimits!);
+    return session;
   }
 
   /**
@@ -265,8 +273,17 @@ export class InterpreterPool {
   }
 }
 
+export interface CheckoutOptions {
+  limits?: Partial<InterpreterLimits>;
+  /** Host directories to show at virtual paths for this session (docs/embedded.md, "Mounts"). */
+  mounts?: Mount[];
+  /** Caps of the copies in and out of mounts (default 256 MiB and 10,000 entries). */
+  mountLimits?: Partial<MountLimits>;
+}
+
 export class InterpreterSession {
   private released = false;
+  private mountSet: SessionMounts | null = null;
   private running = false;
   /** Set when the interpreter cannot be trusted for another run (memory exhausted, killed, …). */
   private broken: Error | null = null;
@@ -280,6 +297,44 @@ export class InterpreterSession {
     private readonly checkin: (child: InterpreterChild, reusable: boolean) => Promise<void>,
     private readonly dumpContext: DumpContext = { fingerprint: "unknown", secret: undefined },
   ) {}
+
+  /** The session's mounts as set up at checkout (with the host entries skipped). */
+  get mounts(): readonly MountInfo[] {
+    return this.mountSet?.infos ?? [];
+  }
+
+  /** @internal checkout: copies the mounts in; on failure the interpreter is replaced. */
+  async attachMounts(plan: PlannedMount[], limits: MountLimits): Promise<void> {
+    const mounts = new SessionMounts(this.child, plan, limits);
+    try {
+      await mounts.attach();
+    } catch (e) {
+      this.broken = e as Error;
+      await this.release();
+      throw e instanceof InterpreterMountError ? e : new InterpreterMountError(`the mounts could not be set up: ${(e as Error).message}`);
+    }
+    this.mountSet = mounts;
+  }
+
+  /** Applies the changes under read-write mounts to the host; what was refused, or null. */
+  private async writeBack(): Promise<MountRefusal[] | null> {
+    if (!this.mountSet?.writable || !this.child.alive) return null;
+    const wasRunning = this.running;
+    this.running = true;
+    try {
+      const refused = await this.mountSet.sync();
+      return refused.length > 0 ? refused : null;
+    } catch (e) {
+      return [{ path: "(read-write mounts)", reason: `the write-back failed: ${(e as Error).message}` }];
+    } finally {
+      this.running = wasRunning;
+    }
+  }
+
+  private static mountError(refused: MountRefusal[], when: string): InterpreterMountError {
+    const list = refused.slice(0, 5).map((r) => `${r.path}: ${r.reason}`).join("; ");
+    return new InterpreterMountError(`the write-back ${when} refused ${refused.length} change(s): ${list}${refused.length > 5 ? "; …" : ""}`, refused);
+  }
 
   /** Size of the interpreter's WebAssembly memory after the last run. */
   get memoryBytes(): number {
@@ -330,7 +385,7 @@ export class InterpreterSession {
         },
         {
           ...(options.onPrint ? { onPrint: options.onPrint } : {}),
-          onCall: (name, args) => void this.answerCall(functions, name, args, () => timedOut),
+          onCall: (name, args) => this.answerCall(functions, name, args, () => timedOut),
         },
       );
       running.catch(() => undefined);
@@ -343,6 +398,17 @@ export class InterpreterSession {
       clearTimeout(timer);
       clearTimeout(grace);
       this.running = false;
+    }
+    const refused = this.mountSet ? await this.writeBack() : null;
+    if (refused) {
+      const error = InterpreterSession.mountError(refused, "after the run");
+      try {
+        if (timedOut) throw new InterpreterTimeoutError(`the run took longer than ${this.limits.timeoutMs} ms`);
+        error.value = this.interpret(reply);
+      } catch (e) {
+        error.cause = e;
+      }
+      throw error;
     }
     if (timedOut) throw new InterpreterTimeoutError(`the run took longer than ${this.limits.timeoutMs} ms`);
     return this.interpret(reply);
@@ -385,22 +451,51 @@ export class InterpreterSession {
     }
   }
 
-  private async answerCall(functions: Record<string, InterpreterFunction>, name: string, args: string, timedOut: () => boolean): Promise<void> {
-    let answer: Record<string, unknown>;
+  /**
+   * Answers a host call of a run. A host function that returns a plain value is answered
+   * synchronously, in the same event-loop turn as its call (the hot path of host calls); one
+   * that returns a promise when it settles.
+   */
+  private answerCall(functions: Record<string, InterpreterFunction>, name: string, args: string, timedOut: () => boolean): void {
+    const child = this.child;
+    const fail = (e: unknown): void => {
+      const err = e instanceof Error ? e : new Error(String(e));
+      child.answer(timedOut() ? { ok: false, interrupted: true } : { ok: false, error: { name: err.name, message: err.message } });
+    };
+    const succeed = (value: unknown): void => {
+      if (timedOut()) {
+        child.answer({ ok: false, interrupted: true });
+        return;
+      }
+      let wire: unknown;
+      try {
+        wire = toWire(value);
+      } catch (e) {
+        fail(e);
+        return;
+      }
+      child.answer({ ok: true, value: wire });
+    };
+    if (timedOut()) {
+      child.answer({ ok: false, interrupted: true });
+      return;
+    }
+    let value: unknown;
     try {
       const fn = Object.hasOwn(functions, name) ? functions[name] : undefined;
       if (!fn) throw new Error(`no host function named ${name}`);
       const [positional, kwargs] = JSON.parse(args) as [unknown[], Record<string, unknown>];
-      const callArgs = (fromWire(positional) as unknown[]).slice();
-      const kw = Object.fromEntries(Object.entries(kwargs).map(([k, v]) => [k, fromWire(v)]));
-      if (Object.keys(kw).length > 0) callArgs.push(new PyKwargs(kw));
-      const value = await fn(...callArgs);
-      answer = { ok: true, value: toWire(value) };
+      const callArgs = fromWire(positional) as unknown[];
+      const keys = Object.keys(kwargs);
+      if (keys.length > 0) callArgs.push(new PyKwargs(Object.fromEntries(keys.map((k) => [k, fromWire(kwargs[k])]))));
+      value = fn(...callArgs);
     } catch (e) {
-      const err = e instanceof Error ? e : new Error(String(e));
-      answer = { ok: false, error: { name: err.name, message: err.message } };
+      fail(e);
+      return;
     }
-    if (!timedOut()) this.child.send({ type: "answer", ...answer });
+    if (value !== null && (typeof value === "object" || typeof value === "function") && typeof (value as PromiseLike<unknown>).then === "function") {
+      Promise.resolve(value as PromiseLike<unknown>).then(succeed, fail);
+    } else succeed(value);
   }
 
   /**
@@ -658,7 +753,20 @@ export class InterpreterSession {
     }
     if (this.released) return;
     this.released = true;
+    let refused: MountRefusal[] | null = null;
+    if (this.mountSet && !this.running) {
+      // Last write-back (changes of pausable runs), then the mounts leave the interpreter.
+      refused = await this.writeBack();
+      if (this.child.alive && this.broken === null) {
+        try {
+          await this.mountSet.detach();
+        } catch (e) {
+          this.broken = e as Error;
+        }
+      }
+    }
     await this.checkin(this.child, this.broken === null && !this.running);
+    if (refused) throw InterpreterSession.mountError(refused, "at release");
   }
 }
 
