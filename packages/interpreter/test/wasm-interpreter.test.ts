@@ -285,3 +285,20 @@ describe("python-wasm pool", () => {
     console.log(`# checkout + run 1+1: p50 ${times[100]!.toFixed(3)} ms, p90 ${times[180]!.toFixed(3)} ms; interpreter load ${pool.loadTimes.map((t) => t.toFixed(0)).join(", ")} ms`);
   });
 });
+
+test("files written anywhere in the virtual filesystem never reach the next session; the clocks work", async () => {
+  const own = await InterpreterPool.create({ min: 1, max: 1 });
+  try {
+    const a = await own.checkout();
+    await a.run("import os\nos.makedirs('/lib/evil', exist_ok=True)\nopen('/lib/evil/x.py', 'w').write('x')\nopen('/leak.txt', 'w').write('secret')");
+    const t = await a.run("import time\nt0 = time.perf_counter(); t1 = time.monotonic(); t0 >= 0 and t1 >= 0");
+    assert.equal(t, true);
+    await a.release();
+    const b = await own.checkout();
+    const seen = (await b.run("import os\n[os.path.exists('/leak.txt'), os.path.exists('/lib/evil')]")) as unknown[];
+    assert.deepEqual(seen, [false, false]);
+    await b.release();
+  } finally {
+    await own.close();
+  }
+});

@@ -128,6 +128,8 @@ const REMOVE = ["process", "fetch", "Request", "Response", "Headers", "FormData"
   "XMLHttpRequest", "require", "module", "exports", "__filename", "__dirname", "Buffer", "navigator",
   "BroadcastChannel", "MessageChannel", "MessagePort", "Worker", "SharedWorker", "importScripts", "eval",
   "performance", "setImmediate", "clearImmediate", "crypto", "WebAssembly"];
+// Emscripten's clocks (time.monotonic, perf_counter) read performance.now(): keep that one function.
+const clock = Object.freeze({ now: () => now() });
 for (const key of REMOVE) {
   try { delete globalThis[key]; } catch {}
   try { if (key in globalThis) Object.defineProperty(globalThis, key, { value: undefined, writable: false, configurable: false }); } catch {}
@@ -137,6 +139,7 @@ for (const key of REMOVE) {
 const FunctionStandIn = function Function() { throw new EvalError("code generation is disabled"); };
 FunctionStandIn.prototype = Function.prototype;
 Object.defineProperty(globalThis, "Function", { value: FunctionStandIn, writable: false, configurable: false });
+Object.defineProperty(globalThis, "performance", { value: clock, writable: false, configurable: false });
 Object.freeze(jsglobals);
 
 function probe() {

@@ -1,6 +1,6 @@
 # agentbox python-wasm runner: loaded into a private namespace of the Pyodide thread before
 # any user code. Sets up the Python-side lockdown, value encoding and the run/reset entry points.
-import sys, ast, json, base64, math, io, builtins, linecache, traceback, os
+import sys, ast, json, base64, math, io, builtins, linecache, traceback, os, stat
 
 BLOCKED = frozenset({"js", "pyodide_js", "pyodide", "_pyodide", "_pyodide_core", "ctypes", "_ctypes",
                      "micropip", "pyodide_http", "_pyodide_sentinel"})
@@ -211,7 +211,68 @@ def lockdown():
         "sys": {k: getattr(sys, k) for k in ("stdout", "stderr", "stdin", "displayhook", "excepthook",
                                              "setrecursionlimit", "ps1", "ps2") if hasattr(sys, k)},
     }
+    # The virtual filesystem as the lockdown left it: a later user's files are removed at reset,
+    # and what existed is made read-only, so nothing written can reach the next user.
+    _snapshot["files"] = _seal_tree()
     _state["G"] = _fresh_globals()
+
+
+_SKIP_TREES = ("/proc", "/dev", "/sys")
+_USER_TREES = ("/tmp", "/home/pyodide")
+
+
+def _walk_paths():
+    """Every path under / except the kernel-like trees and mounts (other filesystems: the pool's business)."""
+    out = []
+    root_dev = os.stat("/").st_dev
+    stack = ["/"]
+    while stack:
+        d = stack.pop()
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for n in names:
+            p = d.rstrip("/") + "/" + n
+            if p in _SKIP_TREES:
+                continue
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if st.st_dev != root_dev:
+                continue
+            out.append(p)
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(p)
+    return out
+
+
+def _seal_tree():
+    paths = set(_walk_paths())
+    for p in paths:
+        if p.startswith(_USER_TREES) or p in _USER_TREES:
+            continue
+        try:
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(p, st.st_mode & ~0o222)
+        except OSError:
+            pass
+    return paths
+
+
+def _remove_new_paths(known):
+    """Remove what a user created outside the known tree, deepest first."""
+    for p in sorted(set(_walk_paths()) - known, key=len, reverse=True):
+        try:
+            if os.path.isdir(p) and not os.path.islink(p):
+                _clear_dir(p)
+                os.rmdir(p)
+            else:
+                os.unlink(p)
+        except OSError:
+            pass
 
 
 def _clear_dir(path, keep_dir=True):
@@ -249,8 +310,9 @@ def reset():
     os.environ.clear()
     os.environ.update(s["environ"])
     _orig_setrecursionlimit(1000)
-    for d in ("/tmp", "/home/pyodide"):
+    for d in _USER_TREES:
         _clear_dir(d)
+    _remove_new_paths(s["files"])
     try:
         os.chdir("/home/pyodide")
     except OSError:
