@@ -202,10 +202,14 @@ Examples:
           const steps = opts.run ?? [];
           for (const [i, command] of steps.entries()) {
             if (!ctx.json) await writeAndWait(process.stderr, `step ${i + 1}/${steps.length}: ${command}\n`);
-            const proc = await sb.startProcess(command, { ...(opts.timeout !== undefined && { timeoutMs: opts.timeout }), keepOutput: false });
+            // The callbacks go in with the start: output that comes before any later line could register them is not lost.
+            const proc = await sb.startProcess(command, {
+              ...(opts.timeout !== undefined && { timeoutMs: opts.timeout }),
+              keepOutput: false,
+              onStdout: (text) => void (!ctx.json && process.stderr.write(text)),
+              onStderr: (text) => void (!ctx.json && process.stderr.write(text)),
+            });
             await proc.closeStdin().catch(() => undefined);
-            proc.onStdout((text) => void (!ctx.json && process.stderr.write(text)));
-            proc.onStderr((text) => void (!ctx.json && process.stderr.write(text)));
             const result = await proc.wait();
             if (result.exitCode !== 0) {
               throw new CliError("INVALID_REQUEST", `step ${i + 1} (${command}) failed with ${result.exitCode === null ? `signal ${result.signal ?? "?"}` : `exit code ${result.exitCode}`}`);
