@@ -20,7 +20,7 @@ describe("pause, resume, usage and snapshots", () => {
     const sb = await h.createSandbox();
     const start = await h.api("POST", `/v1/sandboxes/${sb.id}/processes`, {
       id: "counter",
-      command: "i=0; while true; do i=$((i+1)); echo $i > /workspace/count; sleep 0.02; done",
+      command: "i=0; while true; do i=$((i+1)); echo $i > /workspace/count.new; mv /workspace/count.new /workspace/count; sleep 0.02; done",
     });
     assert.equal(start.status, 201);
     await sleep(300);
@@ -70,7 +70,7 @@ describe("pause, resume, usage and snapshots", () => {
 
   test("the counter does not advance while paused", async () => {
     const sb = await h.createSandbox();
-    await h.api("POST", `/v1/sandboxes/${sb.id}/processes`, { command: "i=0; while true; do i=$((i+1)); echo $i > /workspace/count; sleep 0.02; done" });
+    await h.api("POST", `/v1/sandboxes/${sb.id}/processes`, { command: "i=0; while true; do i=$((i+1)); echo $i > /workspace/count.new; mv /workspace/count.new /workspace/count; sleep 0.02; done" });
     await sleep(200);
     await h.api("POST", `/v1/sandboxes/${sb.id}/pause`);
     const snapA = await h.api("POST", `/v1/sandboxes/${sb.id}/snapshot`, { template: "frozen-counter" });
