@@ -4,29 +4,18 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { startServer, type RunningServer } from "@agentbox/server";
+import { CLI, cliEnv, runCli, type CliRun } from "./run-cli.js";
 import { WebSocketTransport, Worker } from "@agentbox/interpreter";
 
-const CLI = fileURLToPath(new URL("../src/main.js", import.meta.url));
 let server: RunningServer;
 let dataDir: string;
 let work: string;
 let sb: string;
 
-function cli(args: string[], stdin = "", extraEnv: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const env = { PATH: process.env["PATH"] ?? "/usr/bin:/bin", AGENTBOX_URL: server.url, AGENTBOX_API_KEY: server.apiKey, ...extraEnv };
-    const child = spawn(process.execPath, [CLI, ...args], { cwd: work, env, stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(stdin);
-  });
+function cli(args: string[], stdin = "", extraEnv: Record<string, string> = {}): Promise<CliRun> {
+  return runCli(args, { env: cliEnv(server, extraEnv), cwd: work, stdin });
 }
 
 before(async () => {

@@ -3,38 +3,24 @@
  * as child processes against a real server, with images built by umoci.
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import pty from "node-pty";
 import { startServer, type RunningServer } from "@agentbox/server";
+import { CLI, cliEnv, runCli, type CliRun } from "./run-cli.js";
 import { buildTestImages, type TestImages } from "@agentbox/isolation/test-images";
 
-const CLI = fileURLToPath(new URL("../src/main.js", import.meta.url));
 let server: RunningServer;
 let dataDir: string;
 let work: string;
 let images: TestImages;
 
-function env(): Record<string, string> {
-  return { PATH: process.env["PATH"] ?? "/usr/bin:/bin", AGENTBOX_URL: server.url, AGENTBOX_API_KEY: server.apiKey };
-}
-
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd: work, env: env(), stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const env = () => cliEnv(server);
+const cli = (args: string[]): Promise<CliRun> => runCli(args, { env: env(), cwd: work });
 
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), "agentbox-tpl-cli-"));

@@ -262,34 +262,31 @@ def _seal_tree():
     return paths
 
 
+def _remove(p):
+    """Remove a file, link or directory tree (what cannot be removed stays)."""
+    try:
+        if os.path.isdir(p) and not os.path.islink(p):
+            _clear_dir(p)
+            os.rmdir(p)
+        else:
+            os.unlink(p)
+    except OSError:
+        pass
+
+
 def _remove_new_paths(known):
     """Remove what a user created outside the known tree, deepest first."""
     for p in sorted(set(_walk_paths()) - known, key=len, reverse=True):
-        try:
-            if os.path.isdir(p) and not os.path.islink(p):
-                _clear_dir(p)
-                os.rmdir(p)
-            else:
-                os.unlink(p)
-        except OSError:
-            pass
+        _remove(p)
 
 
-def _clear_dir(path, keep_dir=True):
+def _clear_dir(path):
     try:
         entries = os.listdir(path)
     except OSError:
         return
     for e in entries:
-        p = os.path.join(path, e)
-        try:
-            if os.path.isdir(p) and not os.path.islink(p):
-                _clear_dir(p)
-                os.rmdir(p)
-            else:
-                os.unlink(p)
-        except OSError:
-            pass
+        _remove(os.path.join(path, e))
 
 
 def reset():

@@ -1,11 +1,10 @@
 /** Schemas of the Code contexts section of the public API. */
 import { z } from "zod";
+import { noNul } from "./validation.js";
 import { CodeResult } from "./worker-protocol.js";
 
 /** `python-wasm`: the embedded interpreter (CPython on WebAssembly), which needs no Linux sandbox. */
 export const CodeLanguage = z.enum(["python", "javascript", "python-wasm"]);
-
-const noNul = (s: string) => !s.includes("\0");
 
 export const CreateCodeContextRequest = z.strictObject({
   language: CodeLanguage,

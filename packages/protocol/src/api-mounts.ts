@@ -3,12 +3,11 @@
  * names, volume mounts and live usage (kept apart so both can import them).
  */
 import { z } from "zod";
+import { noNul } from "./validation.js";
 
 /** Names of templates, volumes and pools. */
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 export const ResourceName = z.string().regex(NAME_PATTERN, "must be 1-63 characters of a-z 0-9 . _ - starting with a letter or digit");
-
-const noNul = (s: string) => !s.includes("\0");
 
 /** An absolute path inside the sandbox with no `.`/`..` segments. */
 export const SandboxPath = z

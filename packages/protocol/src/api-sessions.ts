@@ -3,9 +3,9 @@
  * public API (shared/design/API.md, "Sessions" and "Terminals").
  */
 import { z } from "zod";
+import { noNul } from "./validation.js";
 import { MAX_EXEC_TIMEOUT_MS, PROCESS_ID_PATTERN } from "./api.js";
 
-const noNul = (s: string) => !s.includes("\0");
 const envMap = z.record(
   z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"),
   z.string().refine(noNul, "must not contain NUL bytes"),

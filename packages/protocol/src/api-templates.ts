@@ -3,11 +3,10 @@
  * the sandbox lifecycle calls (pause, resume, snapshot, live usage).
  */
 import { z } from "zod";
+import { noNul } from "./validation.js";
 import { NetworkPolicy, Resources } from "./api.js";
 import { ResourceName, SandboxPath, VolumeMount } from "./api-mounts.js";
 import { parseBytes, parseCpu } from "./units.js";
-
-const noNul = (s: string) => !s.includes("\0");
 
 export const ImageRef = z
   .string()

@@ -3,6 +3,7 @@
  * requests with them and the SDK types its calls with them.
  */
 import { z } from "zod";
+import { noNul } from "./validation.js";
 import { SandboxUsage, VolumeMount } from "./api-mounts.js";
 import { parseBytes, parseCpu } from "./units.js";
 
@@ -153,8 +154,6 @@ export const ProcessInfo = z.object({
   endedAt: z.string().optional(),
 });
 export type ProcessInfo = z.infer<typeof ProcessInfo>;
-
-const noNul = (s: string) => !s.includes("\0");
 
 export const StartProcessRequest = z
   .strictObject({

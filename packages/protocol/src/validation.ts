@@ -14,3 +14,6 @@ export function parseOrThrow<T extends z.ZodType>(schema: T, value: unknown, wha
   const first = issues[0]!;
   throw new AgentboxError("INVALID_REQUEST", `${first.field}: ${first.message}`, { issues });
 }
+
+/** For `.refine`: text that becomes a path, an argument or an environment entry cannot hold NUL. */
+export const noNul = (s: string): boolean => !s.includes("\0");

@@ -129,11 +129,6 @@ export class SandboxService {
     }
   }
 
-  /** Settles when a create in flight has settled. */
-  settled(id: string): Promise<void> {
-    return this.inFlight.get(id) ?? Promise.resolve();
-  }
-
   private record(id: string): SandboxRecord {
     const r = this.store.getSandbox(id);
     if (!r) throw new AgentboxError("SANDBOX_NOT_FOUND", `sandbox ${id} does not exist`, { id });
