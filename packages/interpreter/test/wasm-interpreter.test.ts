@@ -1,6 +1,6 @@
 /**
  * The embedded Python interpreter (Pyodide in permission-restricted child processes):
- * conversions, host functions, errors, limits, escape attempts, pool reuse.
+ * conversions, host functions, async code, errors, limits, escape attempts, pool reuse.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -105,6 +105,103 @@ describe("python-wasm host functions", () => {
       assert.ok(e instanceof InterpreterRuntimeError);
       assert.equal(e.pythonType, "HostError");
     }));
+});
+
+describe("python-wasm async code", () => {
+  test("top-level await: an async function awaits a host function; the trailing expression is the result", () =>
+    withSession(async (s) => {
+      const seen: unknown[] = [];
+      const functions = { fetch_thing: async (x: unknown) => (seen.push(x), await new Promise((r) => setTimeout(r, 5)), (x as number) * 10) };
+      assert.equal(await s.run("async def main():\n    x = await fetch_thing(1)\n    return x + 1\nawait main()", { functions }), 11);
+      assert.deepEqual(seen, [1]);
+      // statements before the awaited tail run on the same loop; globals persist as usual
+      assert.deepEqual(await s.run("import asyncio\nloop = asyncio.get_running_loop()\ny = await fetch_thing(2)\n[y, await fetch_thing(3), loop is asyncio.get_running_loop()]", { functions }), [20, 30, true]);
+      assert.equal(await s.run("y + 1"), 21);
+      // a run without await is not run on a loop
+      assert.equal(await s.run("import asyncio\nasyncio._get_running_loop() is None"), true);
+    }));
+
+  test("in async code a host call gives its value with and without await; asyncio.gather gives the values in order", () =>
+    withSession(async (s) => {
+      const seen: unknown[] = [];
+      const functions = { f: (x: unknown) => (seen.push(x), `host(${String(x)})`) };
+      const code = `
+import asyncio
+async def main():
+    a = await f(2)
+    b = f(2)
+    gathered = await asyncio.gather(f(1), f(2))
+    mixed = await asyncio.gather(f(3), asyncio.sleep(0, 'slept'))
+    listed = [await f(i) for i in range(2)]
+    return [a, b, type(b).__name__, gathered, mixed, listed]
+await main()`;
+      assert.deepEqual(await s.run(code, { functions }), ["host(2)", "host(2)", "str", ["host(1)", "host(2)"], ["host(3)", "slept"], ["host(0)", "host(1)"]]);
+      assert.deepEqual(seen, [2, 2, 1, 2, 3, 0, 1]);
+      // asyncio.run from ordinary code, and ordinary code calling the host
+      assert.deepEqual(await s.run("[asyncio.run(main())[3], f(5)]", { functions }), [["host(1)", "host(2)"], "host(5)"]);
+    }));
+
+  test("a host error in an awaited call is a Python exception the async code can catch", () =>
+    withSession(async (s) => {
+      const functions = { ok: (x: unknown) => x, fail: async () => { throw new TypeError("nope"); } };
+      const code = `
+import asyncio
+async def main():
+    out = []
+    try:
+        await fail()
+    except HostError as e:
+        out.append(str(e))
+    try:
+        await asyncio.gather(ok(1), fail())
+    except HostError as e:
+        out.append("gather: " + str(e))
+    out.append(await ok(2))
+    return out
+await main()`;
+      assert.deepEqual(await s.run(code, { functions }), ["TypeError: nope", "gather: TypeError: nope", 2]);
+      const e = await s.run("async def main():\n    return await fail()\nawait main()", { functions }).catch((x) => x);
+      assert.ok(e instanceof InterpreterRuntimeError);
+      assert.equal(e.pythonType, "HostError");
+      assert.equal(e.message, "TypeError: nope");
+      assert.match(e.traceback, /line 2, in main/);
+    }));
+
+  test("async code runs on a loop of its own: timers work, pending tasks are cancelled at the end of the run", () =>
+    withSession(async (s) => {
+      let out = "";
+      const onPrint = (t: string) => (out += t);
+      const code = `
+import asyncio, time
+async def forever():
+    try:
+        await asyncio.sleep(100)
+    finally:
+        print("cancelled")
+t0 = time.monotonic()
+task = asyncio.create_task(forever())
+await asyncio.sleep(0.05)
+fut = asyncio.get_running_loop().create_future()
+asyncio.get_running_loop().call_later(0.01, fut.set_result, "timer")
+[await fut, time.monotonic() - t0 >= 0.05, task.done()]`;
+      assert.deepEqual(await s.run(code, { onPrint }), ["timer", true, false]);
+      assert.equal(out, "cancelled\n");
+      assert.deepEqual(await s.run("[task.cancelled(), asyncio._get_running_loop() is None]"), [true, true]);
+      // waiting on what nothing can complete ends the run instead of hanging it
+      const e = await runtimeError(s, "import asyncio\nawait asyncio.get_running_loop().create_future()");
+      assert.equal(e.pythonType, "RuntimeError");
+      assert.match(e.message, /waits for something that can never happen/);
+    }));
+
+  test("a long asyncio.sleep is interrupted at the time limit and the interpreter stays usable", async () => {
+    const s = await pool.checkout({ limits: { timeoutMs: 200 } });
+    try {
+      await assert.rejects(s.run("import asyncio\nawait asyncio.sleep(30)"), InterpreterTimeoutError);
+      assert.equal(await s.run("1 + 1"), 2, "interrupted, not killed");
+    } finally {
+      await s.release();
+    }
+  });
 });
 
 describe("python-wasm errors", () => {
@@ -218,6 +315,33 @@ describe("python-wasm escape attempts", () => {
         assert.match(e.pythonType, type, `${e.pythonType}: ${e.message}`);
       }));
   }
+
+  test("async code cannot reach the JavaScript event loop", () =>
+    withSession(async (s) => {
+      const r = await s.run(`
+import asyncio, sys
+web = [c for c in asyncio.AbstractEventLoop.__subclasses__() if c.__name__ == "WebLoop"]
+out = [type(asyncio.new_event_loop()).__name__, asyncio._get_running_loop() is None, "pyodide.webloop" in sys.modules]
+for cls in web:
+    loop = cls()
+    for attempt in (lambda: loop.call_soon(print, "x"), lambda: loop.call_later(0, print, "x"), lambda: loop.run_until_complete(asyncio.sleep(0))):
+        try:
+            attempt()
+            out.append("scheduled")
+        except BaseException as e:
+            out.append(type(e).__name__ + ": " + str(e))
+asyncio.events._set_running_loop(None)
+out`);
+      const [loopType, noRunning, webloopModule, ...attempts] = r as [string, boolean, boolean, ...string[]];
+      assert.equal(loopType, "_Loop");
+      assert.equal(noRunning, true);
+      assert.equal(webloopModule, false);
+      assert.deepEqual(attempts, [
+        "RuntimeError: the JavaScript event loop is not available",
+        "RuntimeError: the JavaScript event loop is not available",
+        "ImportError: import of 'pyodide_js' is not allowed",
+      ]);
+    }));
 
   test("os.environ has no host variables", () =>
     withSession(async (s) => {

@@ -194,6 +194,48 @@ describe("python-wasm pausable runs", () => {
     }
   });
 
+  test("an awaited host call in async code pauses, resumes, throws and replays from a dump", async () => {
+    const code = `
+import asyncio
+async def main():
+    a = await fetch(1)
+    await asyncio.sleep(0.01)
+    b, c = await asyncio.gather(fetch(2, scale=5), note("x"))
+    try:
+        await fetch(3)
+    except HostError as e:
+        d = str(e)
+    return [a["value"], b["value"], c, d]
+await main()`;
+    const s = await pool.checkout();
+    const dumps: Uint8Array[] = [];
+    const seen: string[] = [];
+    let value: unknown;
+    try {
+      let step = await s.start(code, { functions: ["fetch", "note"] });
+      while (!step.done) {
+        seen.push(`${step.name}(${JSON.stringify(step.args)}, ${JSON.stringify(step.kwargs)})`);
+        dumps.push(step.dump());
+        step = step.name === "fetch" && step.args[0] === 3 ? await step.throw(new RangeError("gone")) : await step.resume(host(step.name, step.args, step.kwargs));
+      }
+      value = step.value;
+    } finally {
+      await s.release();
+    }
+    assert.deepEqual(seen, ["fetch([1], {})", "fetch([2], {\"scale\":5})", "note([\"x\"], {})", "fetch([3], {})"]);
+    assert.deepEqual(value, [1, 10, "noted x", "RangeError: gone"]);
+    // each dump loads in the other pool at its paused call and finishes with the same value
+    for (const [i, bytes] of dumps.entries()) {
+      let step = await other.load(bytes);
+      if (step.done) assert.fail("expected a pause");
+      assert.equal(`${step.name}(${JSON.stringify(step.args)}, ${JSON.stringify(step.kwargs)})`, seen[i]);
+      while (!step.done) {
+        step = step.name === "fetch" && step.args[0] === 3 ? await step.throw(new RangeError("gone")) : await step.resume(host(step.name, step.args, step.kwargs));
+      }
+      assert.deepEqual(step.value, value, `loaded at pause #${i + 1}`);
+    }
+  });
+
   test("output of the replayed part is not repeated after a load", async () => {
     const s = await pool.checkout();
     let bytes: Uint8Array;

@@ -1,6 +1,6 @@
 # agentbox python-wasm runner: loaded into a private namespace of the Pyodide thread before
 # any user code. Sets up the Python-side lockdown, value encoding and the run/reset entry points.
-import sys, ast, json, base64, math, io, builtins, linecache, traceback, os, stat
+import sys, ast, json, base64, math, io, builtins, linecache, traceback, os, stat, time, asyncio, functools, inspect, opcode
 
 BLOCKED = frozenset({"js", "pyodide_js", "pyodide", "_pyodide", "_pyodide_core", "ctypes", "_ctypes",
                      "micropip", "pyodide_http", "_pyodide_sentinel"})
@@ -54,6 +54,144 @@ class _Writer(io.TextIOBase):
 
 
 MAX_SAFE = (1 << 53) - 1
+
+# ---- async code
+# Pyodide's own event loop (pyodide.webloop) hands callbacks to the JavaScript event loop: they
+# would run outside the run's reach, after it returned, between two users. Async code gets a
+# loop of its own instead (_Loop), run to completion inside the run.
+_getframe = sys._getframe
+_monotonic = time.monotonic
+_sleep = getattr(time.sleep, "__wrapped__", time.sleep)  # Pyodide wraps time.sleep and asyncio.run
+_asyncio_run = getattr(asyncio.run, "__wrapped__", asyncio.run)
+_orig_gather = asyncio.tasks.gather
+_webloop = sys.modules.get("pyodide.webloop")  # gone from sys.modules after the lockdown
+_CO_ASYNC = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+_GET_AWAITABLE = opcode.opmap["GET_AWAITABLE"]
+_TICKS = range(64)
+_CACHES = bytes(opcode._inline_cache_entries.get(name, 0) for name in opcode.opname)
+
+
+def _awaited(frame):
+    """True when the call `frame` is making has its result awaited at once (`await f(...)`): the
+    next instruction is GET_AWAITABLE. co_code is the unspecialized bytecode, so the number of
+    inline cache entries after the call is the base opcode's."""
+    code = frame.f_code.co_code
+    i = frame.f_lasti
+    j = i + 2 + 2 * _CACHES[code[i]]
+    return j < len(code) and code[j] == _GET_AWAITABLE
+
+
+class _HostResult:
+    """What a host call awaited directly returns: an awaitable of the value, which is already known."""
+    __slots__ = ("_value",)
+
+    def __init__(self, value):
+        self._value = value
+
+    def __await__(self):
+        return self._value
+        yield  # noqa: unreachable - makes this a generator that finishes at once
+
+
+async def _plain(value):
+    return value
+
+
+@functools.wraps(_orig_gather)
+def _gather(*aws, return_exceptions=False):
+    # Host calls that are not awaited directly give plain values (see _host_function), and
+    # `gather(f(1), f(2))` is the usual way to call several: plain values pass through.
+    return _orig_gather(*(a if inspect.isawaitable(a) else _plain(a) for a in aws), return_exceptions=return_exceptions)
+
+
+class _Loop(asyncio.BaseEventLoop):
+    """The event loop of async code: pure Python in the interpreter's thread. There is no I/O to
+    wait for, only timers, so it is its own selector and waiting is sleeping."""
+
+    def __init__(self):
+        super().__init__()
+        # Added to the clock when a sleep did not move it (the deterministic clock of pausable runs).
+        self._skew = 0.0
+
+    @property
+    def _selector(self):
+        return self
+
+    def time(self):
+        return time.monotonic() + self._skew
+
+    def select(self, timeout):
+        if timeout is None:
+            raise RuntimeError("the async code waits for something that can never happen "
+                               "(no task can go on and no timer is pending)")
+        if timeout > 0:
+            before = self.time()
+            start = _monotonic()
+            # A signal handler can add a callback meanwhile: asyncio.run's, at the run's time limit.
+            while not self._ready:
+                left = timeout - (_monotonic() - start)
+                if left <= 0:
+                    lag = timeout - (self.time() - before)
+                    if lag > 0:
+                        self._skew += lag
+                    break
+                _sleep(min(left, 0.005))
+                # The run's interrupt (its time limit) is polled by the interpreter every 50 loop
+                # ticks or calls, never during a sleep: tick between short naps.
+                for _ in _TICKS:
+                    pass
+        return ()
+
+    def _process_events(self, event_list):
+        pass
+
+    def _write_to_self(self):
+        pass
+
+
+class _Policy(asyncio.events._BaseDefaultEventLoopPolicy):
+    _loop_factory = _Loop
+
+
+def _no_js_event_loop(*args, **kwargs):
+    raise RuntimeError("the JavaScript event loop is not available")
+
+
+def _set_up_asyncio():
+    """asyncio as async code finds it: new loops are _Loop, no loop is running, Pyodide's
+    wrappers of asyncio.run and time.sleep are undone and its loop cannot schedule anything."""
+    if _webloop is not None:
+        _webloop.scheduleCallback = _no_js_event_loop
+    asyncio.run = asyncio.runners.run = _asyncio_run
+    time.sleep = _sleep
+    asyncio.gather = asyncio.tasks.gather = _gather
+    asyncio.events._set_event_loop_policy(_Policy())
+    asyncio.events._set_running_loop(None)
+
+
+async def _run_async(body, tail, G):
+    """A run with top-level `await`: all of it runs as one task of the run's loop, so that its
+    plain statements see the running loop too."""
+    r = eval(body, G)
+    if body.co_flags & inspect.CO_COROUTINE:
+        await r
+    if tail is None:
+        return None
+    value = eval(tail, G)
+    if tail.co_flags & inspect.CO_COROUTINE:
+        value = await value
+    return value
+
+
+def _finish_loop(loop):
+    """Like the end of asyncio.run: tasks still pending are cancelled (and run to their end),
+    async generators closed."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in pending:
+        t.cancel()
+    if pending:
+        loop.run_until_complete(_orig_gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
 
 
 def enc(v, depth=0):
@@ -146,7 +284,7 @@ def _host_function(name):
     # "1<JSON value>" (a result), "0<JSON {name, message}>" (the host function threw) or "2"
     # (interrupted: the run timed out or was abandoned).
     prefix = name + "\n["
-    dumps, hostcall, scan = json.dumps, _hostcall, _scan
+    dumps, hostcall, scan, getframe = json.dumps, _hostcall, _scan, _getframe
 
     def call(*args, **kwargs):
         positional = _plain_json(args)
@@ -160,7 +298,13 @@ def _host_function(name):
         if tag == "1":
             v = scan(answer, 1)[0]
             t = type(v)
-            return dec(v) if t is list or t is dict else v
+            if t is list or t is dict:
+                v = dec(v)
+            # `await f(...)` in async code: an awaitable of the value; anywhere else the value.
+            caller = getframe(1)
+            if caller.f_code.co_flags & _CO_ASYNC and _awaited(caller):
+                return _HostResult(v)
+            return v
         if tag == "2":
             raise KeyboardInterrupt
         err = scan(answer, 1)[0] if tag == "0" else {"message": "malformed answer"}
@@ -196,6 +340,7 @@ def lockdown():
     sys.stdout = _Writer("stdout")
     sys.stderr = _Writer("stderr")
     sys.stdin = io.StringIO("")
+    _set_up_asyncio()
     os.environ.clear()
     os.environ.update({"HOME": "/home/pyodide", "PATH": "/", "LANG": "C.UTF-8", "PWD": "/"})
     # warm the modules the runner uses at run time
@@ -307,6 +452,7 @@ def reset():
     os.environ.clear()
     os.environ.update(s["environ"])
     _orig_setrecursionlimit(1000)
+    _set_up_asyncio()
     for d in _USER_TREES:
         _clear_dir(d)
     _remove_new_paths(s["files"])
@@ -342,9 +488,11 @@ class _Deterministic:
       that starts at the run's recorded start time and advances 1 µs per reading;
     - hashing: the interpreter runs with PYTHONHASHSEED=0 (set and dict-of-set orders);
     - globals: a fresh dict built from the inputs only (the session resets the interpreter first
-      when it has run code before, so no module state carries over either).
+      when it has run code before, so no module state carries over either);
+    - async code: _Loop's timers read the clock above.
     What stays non-replayable (not detectable here): object identity (`id()`, default `hash()`
-    and reprs of objects, memory addresses), the interpreter's own timing (`time.sleep` real
+    and reprs of objects, memory addresses, the numbers of default asyncio task names, counted
+    in C per process), the interpreter's own timing (`time.sleep` real
     duration, timeouts), resource exhaustion near the limits, and host files read through mounts
     that change between the dump and the load. Any such divergence that changes the name or the
     arguments of a host call is detected at load time (InterpreterReplayError)."""
@@ -450,8 +598,9 @@ def run(code, inputs_json, functions_json, out_limit, rec_limit, pausable_json=N
             last = None
             if tree.body and isinstance(tree.body[-1], ast.Expr):
                 last = ast.Expression(tree.body.pop().value)
-            body = compile(tree, CODE_NAME, "exec")
-            tail = compile(last, CODE_NAME, "eval") if last is not None else None
+            # Top-level `await` is allowed: such code compiles to a coroutine, run on the run's loop.
+            body = compile(tree, CODE_NAME, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            tail = compile(last, CODE_NAME, "eval", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT) if last is not None else None
         except (SyntaxError, ValueError) as e:
             return json.dumps({"status": "syntax", "pythonType": type(e).__name__,
                                "message": getattr(e, "msg", None) or str(e),
@@ -463,13 +612,25 @@ def run(code, inputs_json, functions_json, out_limit, rec_limit, pausable_json=N
             G[name] = _host_function(name)
         det = _Deterministic(pausable["seed"], pausable["clock"]) if pausable else None
         _orig_setrecursionlimit(rec_limit)
+        loop = None
         try:
             if det is not None:
                 det.__enter__()
-            exec(body, G)
-            value = eval(tail, G) if tail is not None else None
+            if (body.co_flags | (tail.co_flags if tail is not None else 0)) & inspect.CO_COROUTINE:
+                loop = _Loop()
+                value = loop.run_until_complete(_run_async(body, tail, G))
+                _finish_loop(loop)
+            else:
+                exec(body, G)
+                value = eval(tail, G) if tail is not None else None
             return json.dumps({"status": "ok", "value": enc(value)})
         finally:
+            if loop is not None:
+                # Tasks a failed or interrupted run left pending are dropped without a word: their
+                # "destroyed but pending" message would come out whenever they are collected.
+                for t in asyncio.all_tasks(loop):
+                    t._log_destroy_pending = False
+                loop.close()
             _orig_setrecursionlimit(max(rec_limit, 1000))
             if det is not None:
                 det.__exit__()
