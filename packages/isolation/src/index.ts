@@ -8,3 +8,6 @@ export * from "./image-user.js";
 export * from "./snapshot-layer.js";
 export * from "./volumes.js";
 export * from "./image-store.js";
+export * from "./network-policy.js";
+export * from "./egress-proxy.js";
+export * from "./open-network.js";

@@ -11,9 +11,20 @@ import type { CgroupDriver, CgroupGroup, SandboxCgroup } from "./cgroups.js";
 import { SANDBOX_GID, SANDBOX_HOME, SANDBOX_UID, SANDBOX_USER } from "./host-image.js";
 import { ensureOwnedDir, overlaySpec, unmountRootfs, type RootfsPaths } from "./overlay-rootfs.js";
 import type { SpawnedProcess, Spawner } from "./spawner.js";
-import { ENTER_HELPER, FS_HELPER } from "./system-tools.js";
+import { ENTER_HELPER, FS_HELPER, NET_HELPER } from "./system-tools.js";
+import { startOpenNetwork, type OpenNetwork } from "./open-network.js";
 
 const HOLD_PATH = "/dev/.agentbox-hold";
+/** Where an allowlist sandbox sees its egress proxy's unix socket. */
+export const PROXY_SOCKET_PATH = "/dev/.agentbox-proxy.sock";
+/** The loopback port inside the sandbox that leads to its egress proxy (HTTP and SOCKS5). */
+export const PROXY_PORT = 3128;
+
+/** How a sandbox reaches out: not at all, through the egress proxy's socket, or through user-mode networking. */
+export type SandboxNetwork =
+  | { mode: "none" }
+  | { mode: "allowlist"; proxySocket: string }
+  | { mode: "open"; resolvConf: string };
 
 export interface LocalSandboxOptions {
   id: string;
@@ -36,6 +47,8 @@ export interface LocalSandboxOptions {
   cgroups: CgroupDriver;
   bwrap: string;
   spawner: Spawner;
+  /** Default: none (only the sandbox's own loopback). */
+  network?: SandboxNetwork;
 }
 
 export interface SandboxUser {
@@ -88,7 +101,7 @@ export class LocalSandbox {
   private constructor(private readonly opts: LocalSandboxOptions) {
     this.id = opts.id;
     this.user = opts.user ?? DEFAULT_USER;
-    this.baseEnv = { ...BASE_ENV, HOME: this.user.home, USER: this.user.name, LOGNAME: this.user.name };
+    this.baseEnv = { ...BASE_ENV, HOME: this.user.home, USER: this.user.name, LOGNAME: this.user.name, ...proxyEnv(opts.network) };
     this.rootfs = opts.rootfs;
     this.cgroup = opts.cgroups.create(opts.cgroupPath, opts.limits);
   }
@@ -139,6 +152,7 @@ export class LocalSandbox {
         "--proc", "/proc", "--dev", "/dev",
         "--size", String(opts.limits.storageBytes), "--perms", "1777", "--tmpfs", "/tmp",
         ...(opts.mounts ?? []).flatMap((m) => [m.readOnly ? "--ro-bind" : "--bind", m.source, m.path]),
+        ...networkBinds(opts.network),
         // The holder: the host's `sleep` under the host image; in other images (which may have no
         // `sleep`) our static files helper, bound read-only into /dev (bubblewrap's own tmpfs).
         ...(opts.root.binds.length > 0 ? [] : ["--ro-bind", FS_HELPER, HOLD_PATH]),
@@ -173,12 +187,16 @@ export class LocalSandbox {
     // That last stretch overlaps with answering the create: every command waits for it.
     // The overlay was mounted before bubblewrap ran: finish our setup of it before any command.
     if (opts.prepareRoot) await opts.prepareRoot(this.rootfs.merged);
+    // Open networking attaches to the namespace as soon as it exists, in parallel with the rest.
+    const openNet = opts.network?.mode === "open" ? startOpenNetwork(this.initPid) : undefined;
     this.ready = (async () => {
       for (let i = 0; !hasChildren(this.initPid); i++) {
         if (!running) throw new Error(`sandbox holder exited: ${stderr.trim()}`);
         if (i > 5000) throw new Error("sandbox holder did not become ready within 5 s");
         await new Promise((r) => setTimeout(r, 1));
       }
+      if (openNet) this.openNet = await openNet;
+      if (opts.network?.mode === "allowlist") await this.startBridge();
     })();
     this.ready.catch(() => undefined);
     // The first command's cgroup, made while bubblewrap works.
@@ -189,6 +207,54 @@ export class LocalSandbox {
 
   /** Settles once the namespaces are fully set up (rejects if the holder died first). */
   private ready: Promise<void> = Promise.resolve();
+  private openNet: OpenNetwork | undefined;
+
+  /** Wait until the sandbox can run commands (its network included); rejects if it failed to start. */
+  whenReady(): Promise<void> {
+    return this.ready;
+  }
+
+  /**
+   * The loopback listener that leads to the egress proxy, in a group of its own. It runs as the
+   * sandbox's user (killing it only cuts the sandbox's own way out) from a host descriptor.
+   */
+  private async startBridge(): Promise<void> {
+    const group = this.cgroup.child("net");
+    const proc = await this.opts.spawner.spawn({
+      argv: ["agentbox-net", "bridge", String(PROXY_PORT), PROXY_SOCKET_PATH],
+      env: {},
+      cwd: "/",
+      uid: this.user.uid,
+      gid: this.user.gid,
+      target: this.initPid,
+      cgroupProcs: group.procsFiles,
+      noStdin: true,
+      exec: NET_HELPER,
+    });
+    let stderr = "";
+    proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    proc.stdout.resume();
+    // Listening takes microseconds; a bridge that cannot listen exits at once: give it that moment.
+    const early = await Promise.race([proc.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 20))]);
+    if (early) throw new Error(`the sandbox's network bridge exited: ${stderr.trim() || JSON.stringify(early)}`);
+  }
+
+  /**
+   * Start a helper of ours (`exec`, a host file) inside the sandbox in a fresh group, for the
+   * runtime's own plumbing (exposed ports). The group is removed when the process exits.
+   */
+  async spawnHelper(exec: string, argv: string[]): Promise<SpawnedProcess> {
+    await this.ready;
+    const group = this.acquireGroup();
+    try {
+      const proc = await this.spawn({ argv, cwd: "/", env: {}, exec }, group);
+      void proc.exited.then(() => this.releaseGroup(group));
+      return proc;
+    } catch (err) {
+      await this.releaseGroup(group);
+      throw err;
+    }
+  }
 
   /** Start `spec.argv` inside the sandbox, with its whole tree in `group`. */
   async spawn(spec: SpawnInSandbox, group: CgroupGroup): Promise<SpawnedProcess> {
@@ -239,10 +305,29 @@ export class LocalSandbox {
     this.alive = false;
     await this.cgroup.kill();
     this.holder?.kill("SIGKILL");
+    this.openNet?.stop();
     await this.exited;
     this.cgroup.remove();
     await unmountRootfs(this.rootfs);
   }
+}
+
+/** Proxy variables for an allowlist sandbox: most tools (curl, pip, git, npm) follow them. */
+function proxyEnv(network: SandboxNetwork | undefined): Record<string, string> {
+  if (network?.mode !== "allowlist") return {};
+  const http = `http://127.0.0.1:${PROXY_PORT}`;
+  const socks = `socks5h://127.0.0.1:${PROXY_PORT}`;
+  const noProxy = "localhost,127.0.0.1,::1";
+  return {
+    HTTP_PROXY: http, HTTPS_PROXY: http, ALL_PROXY: socks, NO_PROXY: noProxy,
+    http_proxy: http, https_proxy: http, all_proxy: socks, no_proxy: noProxy,
+  };
+}
+
+function networkBinds(network: SandboxNetwork | undefined): string[] {
+  if (network?.mode === "allowlist") return ["--ro-bind", network.proxySocket, PROXY_SOCKET_PATH];
+  if (network?.mode === "open") return ["--ro-bind", network.resolvConf, "/etc/resolv.conf"];
+  return [];
 }
 
 function hasChildren(pid: number): boolean {

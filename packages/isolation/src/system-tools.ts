@@ -10,6 +10,9 @@ export const ENTER_HELPER = process.env.AGENTBOX_ENTER_HELPER ?? join(here, ".."
 /** The files helper, run inside sandboxes from a descriptor (see native/agentbox-fs.c). */
 export const FS_HELPER = process.env.AGENTBOX_FS_HELPER ?? join(here, "..", "..", "bin", "agentbox-fs");
 
+/** The network helper (bridge to the egress proxy, exposed-port connector), run inside sandboxes from a descriptor. */
+export const NET_HELPER = process.env.AGENTBOX_NET_HELPER ?? join(here, "..", "..", "bin", "agentbox-net");
+
 export function findProgram(name: string): string | undefined {
   for (const dir of ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"]) {
     const p = join(dir, name);
@@ -40,10 +43,12 @@ export function checkHost(): HostCheck {
   } catch {
     problems.push(`the helper ${ENTER_HELPER} is missing (run \`npm run build\`)`);
   }
-  try {
-    accessSync(FS_HELPER, constants.R_OK);
-  } catch {
-    problems.push(`the helper ${FS_HELPER} is missing (run \`npm run build\`)`);
+  for (const helper of [FS_HELPER, NET_HELPER]) {
+    try {
+      accessSync(helper, constants.R_OK);
+    } catch {
+      problems.push(`the helper ${helper} is missing (run \`npm run build\`)`);
+    }
   }
   if (typeof process.getuid === "function" && process.getuid() !== 0) {
     problems.push("the local runtime must run as root to mount sandbox filesystems and join namespaces");

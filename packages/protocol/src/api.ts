@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { noNul } from "./validation.js";
+import { parseNetworkRule } from "./network-rules.js";
 import { SandboxUsage, VolumeMount } from "./api-mounts.js";
 import { parseBytes, parseCpu } from "./units.js";
 
@@ -25,9 +26,16 @@ export const Resources = z.strictObject({
 });
 export type Resources = z.infer<typeof Resources>;
 
+const NetworkRuleText = z.string().superRefine((text, ctx) => {
+  const rule = parseNetworkRule(text);
+  if (typeof rule === "string") ctx.addIssue({ code: z.ZodIssueCode.custom, message: rule });
+});
+
+/** See network-rules.ts for the rule grammar; `deny` is checked before `allow`. */
 export const NetworkPolicy = z.strictObject({
   mode: z.enum(["none", "allowlist", "open"]),
-  allow: z.array(z.string()).optional(),
+  allow: z.array(NetworkRuleText).max(1000).optional(),
+  deny: z.array(NetworkRuleText).max(1000).optional(),
 });
 export type NetworkPolicy = z.infer<typeof NetworkPolicy>;
 
@@ -64,6 +72,8 @@ export const CreateSandboxRequest = z.strictObject({
   metadata: metadataMap.default({}),
   /** Mounted in addition to the template's (a path given in both takes this one). */
   volumeMounts: z.array(VolumeMount).max(16).optional(),
+  /** Instead of the template's network policy. */
+  network: NetworkPolicy.optional(),
   wait: z.boolean().default(true),
 });
 export type CreateSandboxRequest = z.input<typeof CreateSandboxRequest>;

@@ -18,6 +18,8 @@ export const ERROR_CODES = {
   SESSION_TERMINATED: 410,
   WORKER_CRASHED: 500,
   RUNTIME_UNAVAILABLE: 503,
+  /** An exposed port of a sandbox where nothing answers. */
+  PORT_UNREACHABLE: 502,
   VERSION_MISMATCH: 502,
   INTERNAL: 500,
 } as const satisfies Record<string, number>;

@@ -66,6 +66,14 @@ export class FrameDecoder {
 
   constructor(private readonly maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {}
 
+  /** Bytes received past the last whole frame (the decoder is left empty). */
+  takeRemainder(): Buffer {
+    const rest = Buffer.concat(this.chunks);
+    this.chunks = [];
+    this.buffered = 0;
+    return rest;
+  }
+
   /** Whole messages in `chunk` (attachments dropped). */
   push(chunk: Buffer): unknown[] {
     return this.pushFrames(chunk).map((f) => f.message);

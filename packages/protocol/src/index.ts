@@ -10,3 +10,5 @@ export * from "./api-mounts.js";
 export * from "./api-templates.js";
 export * from "./worker-protocol.js";
 export * from "./api-code.js";
+export * from "./network-rules.js";
+export * from "./api-network.js";

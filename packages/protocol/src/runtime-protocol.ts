@@ -13,8 +13,10 @@ import { SandboxUsage, VolumeMount } from "./api-mounts.js";
 import { ImportProgress } from "./api-templates.js";
 import { CodeContextInfo, CreateCodeContextRequest, Execution, InstallDependenciesBody, RunCodeRequest } from "./api-code.js";
 import { WorkerEvent } from "./worker-protocol.js";
+import { NetworkPolicy } from "./api.js";
+import { EgressLogEntry } from "./api-network.js";
 
-export const RUNTIME_PROTOCOL_VERSION = 5;
+export const RUNTIME_PROTOCOL_VERSION = 6;
 
 /** Frame cap for what the runtime accepts (requests carry at most a 16 MiB HTTP body). */
 export const RUNTIME_MAX_REQUEST_FRAME_BYTES = 64 * 1024 * 1024;
@@ -31,6 +33,21 @@ export const Hello = z.object({
   pid: z.number().int().optional(),
 });
 export type Hello = z.infer<typeof Hello>;
+
+/**
+ * Instead of a hello, a connection may open with a tunnel request: the runtime connects to
+ * `port` inside the sandbox, answers `tunnel-open` (or an error frame and closes), and from
+ * then on the connection carries that TCP stream's raw bytes both ways (exposed ports).
+ * The peer must not send anything after the request until it has read `tunnel-open`.
+ */
+export const TunnelRequest = z.object({
+  type: z.literal("tunnel"),
+  protocolVersion: z.number().int(),
+  sandboxId: z.string(),
+  port: z.number().int().min(1).max(65535),
+});
+export type TunnelRequest = z.infer<typeof TunnelRequest>;
+export const TunnelOpen = z.object({ type: z.literal("tunnel-open") });
 
 export const WireError = z.object({
   code: z.string(),
@@ -101,6 +118,7 @@ export const CreateSandboxParams = z.object({
   /** User name (looked up in the image's /etc/passwd) or numeric uid the sandbox's commands run as. */
   user: z.string().default("user"),
   mounts: z.array(VolumeMount).default([]),
+  network: NetworkPolicy.default({ mode: "none" }),
 });
 export type CreateSandboxParams = z.infer<typeof CreateSandboxParams>;
 
@@ -207,6 +225,10 @@ export const RuntimeMethods = {
   "sandbox.pause": { params: SandboxIdParams, result: RuntimeSandbox },
   "sandbox.resume": { params: SandboxIdParams, result: RuntimeSandbox },
   "sandbox.usage": { params: SandboxIdParams, result: SandboxUsage },
+  /** New egress rules of a running sandbox (its mode cannot change: CONFLICT). */
+  "sandbox.network": { params: SandboxIdParams.extend({ network: NetworkPolicy }), result: z.object({ network: NetworkPolicy }) },
+  /** The sandbox's egress log, oldest first (the last `limit` entries). */
+  "sandbox.networkLog": { params: SandboxIdParams.extend({ limit: z.number().int().min(1).max(10_000) }), result: z.object({ entries: z.array(EgressLogEntry) }) },
   /** The sandbox's writable layer, copied (while it is frozen) into a new image layer. */
   "sandbox.snapshot": { params: SandboxIdParams, result: z.object({ layer: z.string() }) },
   /** Import an image reference ("host", "dir:…", "oci:…"); long-running for big images. */

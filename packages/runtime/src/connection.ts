@@ -50,6 +50,17 @@ export class FramedConnection {
     this.socket.uncork();
   }
 
+  /**
+   * Stop framing: the socket carries raw bytes from now on (a tunnel). Our listeners are
+   * removed; the caller owns the socket. Bytes already read past the last frame are returned.
+   */
+  release(): Buffer {
+    this.closed = true;
+    this.socket.removeAllListeners("data");
+    this.socket.removeAllListeners("close");
+    return this.decoder.takeRemainder();
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

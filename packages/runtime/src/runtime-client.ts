@@ -2,7 +2,7 @@
  * The control plane's side of the runtime protocol: connect, say hello with
  * our version, then make typed requests.
  */
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import {
   AgentboxError,
   type DecodedFrame,
@@ -11,6 +11,9 @@ import {
   RUNTIME_MAX_RESPONSE_FRAME_BYTES,
   RUNTIME_PROTOCOL_VERSION,
   ResponseFrame,
+  TunnelOpen,
+  FrameDecoder,
+  encodeFrame,
   isErrorCode,
   type RuntimeMethod,
   type RuntimeParams,
@@ -61,6 +64,55 @@ export class RuntimeClient {
         RUNTIME_MAX_RESPONSE_FRAME_BYTES,
       );
       conn.send({ type: "hello", protocolVersion });
+    });
+  }
+
+  /**
+   * A raw byte stream to `port` inside a sandbox, on a connection of its own (see TunnelRequest).
+   * Rejects with the runtime's error (NOT_FOUND when nothing listens there).
+   */
+  static async openTunnel(socketPath: string, sandboxId: string, port: number, protocolVersion = RUNTIME_PROTOCOL_VERSION): Promise<Socket> {
+    const socket = connect(socketPath);
+    socket.on("error", () => undefined);
+    await new Promise<void>((resolve, reject) => {
+      socket.once("connect", resolve);
+      socket.once("error", reject);
+    });
+    socket.write(encodeFrame({ type: "tunnel", protocolVersion, sandboxId, port }));
+    let buffered = Buffer.alloc(0);
+    return new Promise<Socket>((resolve, reject) => {
+      const fail = (err: Error) => {
+        socket.destroy();
+        reject(err);
+      };
+      // Decode exactly one frame: what follows it may already be the tunnel's raw bytes.
+      const onData = (chunk: Buffer) => {
+        buffered = Buffer.concat([buffered, chunk]);
+        if (buffered.length < 4) return;
+        const length = buffered.readUInt32BE(0);
+        if (length > 64 * 1024) return fail(new AgentboxError("INTERNAL", "the runtime answered a tunnel request with an oversized frame"));
+        if (buffered.length < 4 + length) return;
+        let first: { message: unknown } | undefined;
+        try {
+          first = new FrameDecoder(64 * 1024).pushFrames(buffered.subarray(0, 4 + length))[0];
+        } catch (err) {
+          return fail(err as Error);
+        }
+        socket.off("data", onData);
+        socket.off("close", onClose);
+        socket.pause();
+        if (first && TunnelOpen.safeParse(first.message).success) {
+          const rest = buffered.subarray(4 + length);
+          if (rest.length) socket.unshift(rest);
+          return resolve(socket);
+        }
+        const refused = ErrorFrame.safeParse(first?.message);
+        const e = refused.success ? refused.data.error : { code: "INTERNAL", message: "the runtime answered a tunnel request with something else" };
+        fail(new AgentboxError(isErrorCode(e.code) ? e.code : "INTERNAL", e.message, refused.success ? refused.data.error.details : undefined));
+      };
+      const onClose = () => fail(new AgentboxError("RUNTIME_UNAVAILABLE", "the runtime closed the tunnel before it opened"));
+      socket.on("data", onData);
+      socket.once("close", onClose);
     });
   }
 

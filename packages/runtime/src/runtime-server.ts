@@ -12,6 +12,8 @@ import {
   RUNTIME_PROTOCOL_VERSION,
   RequestFrame,
   RuntimeMethods,
+  TunnelRequest,
+  encodeFrame,
   isErrorCode,
   type RuntimeMethod,
   type CreateSessionParams,
@@ -125,6 +127,8 @@ export class RuntimeServer {
       "sandbox.pause": (p: { id: string }) => m.pause(p.id),
       "sandbox.resume": (p: { id: string }) => m.resume(p.id),
       "sandbox.usage": (p: { id: string }) => m.usage(p.id),
+      "sandbox.network": (p: { id: string; network: Parameters<SandboxManager["setNetwork"]>[1] }) => m.setNetwork(p.id, p.network),
+      "sandbox.networkLog": (p: { id: string; limit: number }) => m.networkLog(p.id, p.limit),
       "sandbox.snapshot": async (p: { id: string }) => ({ layer: await m.snapshot(p.id) }),
       "image.prepare": (p: { image: string }) => m.prepareImage(p.image),
       "image.progress": (p: { image: string }) => {
@@ -188,6 +192,12 @@ export class RuntimeServer {
       socket,
       (message, frame) => {
         if (!greeted) {
+          const tunnel = TunnelRequest.safeParse(message);
+          if (tunnel.success && tunnel.data.protocolVersion === RUNTIME_PROTOCOL_VERSION) {
+            greeted = true;
+            void this.openTunnel(conn, tunnel.data);
+            return;
+          }
           const hello = Hello.safeParse(message);
           if (!hello.success || hello.data.protocolVersion !== RUNTIME_PROTOCOL_VERSION) {
             const theirs = hello.success ? hello.data.protocolVersion : "none";
@@ -211,6 +221,30 @@ export class RuntimeServer {
       () => undefined,
       RUNTIME_MAX_REQUEST_FRAME_BYTES,
     );
+  }
+
+  /** Turn this connection into a raw stream to a port inside a sandbox (see TunnelRequest). */
+  private async openTunnel(conn: FramedConnection, req: TunnelRequest): Promise<void> {
+    const socket = conn.socket;
+    let proc: Awaited<ReturnType<SandboxManager["openPort"]>>;
+    try {
+      proc = await this.opts.manager.openPort(req.sandboxId, req.port);
+    } catch (err) {
+      const e = err as Error & { code?: unknown; details?: Record<string, unknown> };
+      conn.send({ type: "error", error: { code: isErrorCode(e.code) ? e.code : "INTERNAL", message: e.message, ...(e.details ? { details: e.details } : {}) } });
+      conn.close();
+      return;
+    }
+    const early = conn.release();
+    socket.write(encodeFrame({ type: "tunnel-open" }));
+    if (early.length) proc.stdin!.write(early);
+    socket.on("error", () => undefined);
+    proc.stdin!.on("error", () => undefined);
+    socket.pipe(proc.stdin!);
+    proc.stdout.pipe(socket);
+    // Either side gone: end the connector (its whole group goes with it).
+    socket.once("close", () => proc.kill("SIGKILL"));
+    void proc.exited.then(() => setTimeout(() => socket.destroy(), 1000).unref());
   }
 
   private async handle(conn: FramedConnection, message: unknown, decoded: DecodedFrame): Promise<void> {

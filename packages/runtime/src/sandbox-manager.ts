@@ -16,11 +16,18 @@ import {
   type RuntimeVolume,
   type SandboxUsage,
   type StartProcessParams,
+  type NetworkPolicy,
+  type EgressLogEntry,
   type ImportProgress,
 } from "@agentbox/protocol";
 import {
+  EgressProxy,
   ImageStore,
   LocalSandbox,
+  OPEN_NETWORK_RESOLV_CONF,
+  slirp4netnsPath,
+  type SandboxNetwork,
+  type SpawnedProcess,
   Spawner,
   VolumeStore,
   captureLayer,
@@ -37,6 +44,7 @@ import {
   type HostImage,
 } from "@agentbox/isolation";
 import { runExec } from "./exec-runner.js";
+import { connectToPort } from "./port-connector.js";
 import { ProcessSupervisor } from "./process-supervisor.js";
 import { SessionRegistry } from "./sessions.js";
 import { FileService } from "./files.js";
@@ -69,6 +77,7 @@ interface Entry {
   paused: boolean;
   /** What the sandbox's empty disk used right after it was made (subtracted from live disk use). */
   diskBaseline: number;
+  network: NetworkPolicy;
 }
 
 export class SandboxManager {
@@ -90,6 +99,8 @@ export class SandboxManager {
   private readonly imports = new Map<string, { promise: Promise<PreparedImage>; progress?: ImportProgress }>();
   /** Disk use of each slot's empty disk. */
   private readonly diskBaselines = new Map<number, number>();
+  /** One egress proxy for every allowlist sandbox, each on its own socket. */
+  private readonly egress = new EgressProxy();
 
   constructor(private readonly dataDir: string, cgroups?: CgroupDriver) {
     this.cgroups = cgroups ?? detectCgroups();
@@ -184,6 +195,9 @@ export class SandboxManager {
     }
     const names = new Set([...readdirSync(this.sandboxesDir), ...readdirSync(this.mountsDir)]);
     names.delete("volumes");
+    names.delete("resolv.conf");
+    // Egress sockets of sandboxes that died with an earlier runtime.
+    if (names.delete("net")) rmSync(join(this.mountsDir, "net"), { recursive: true, force: true });
     for (const name of names) await unmountRootfs(rootfsPaths(join(this.sandboxesDir, name), join(this.mountsDir, name)));
   }
 
@@ -219,7 +233,14 @@ export class SandboxManager {
     bwrap: string,
   ): Promise<RuntimeSandbox> {
     const mounts = await this.attachVolumes(params.id, params.mounts ?? []);
-    const slot = await this.takeSlot(params.limits.storageBytes);
+    const network = await this.attachNetwork(params.id, params.network);
+    let slot: number;
+    try {
+      slot = await this.takeSlot(params.limits.storageBytes);
+    } catch (err) {
+      await this.egress.detach(params.id);
+      throw err;
+    }
     const hostUid = HOST_UID_BASE + slot;
     try {
       for (const m of mounts) if (!m.readOnly) await this.volumes.chownTo(m.volume, hostUid);
@@ -236,6 +257,7 @@ export class SandboxManager {
         cgroups: this.cgroups,
         bwrap,
         spawner: this.spawner,
+        network,
         ...(owned.some((o) => o.length > 0)
           ? { prepareRoot: async (merged: string) => { for (const paths of owned) await giveOwnedPaths(merged, paths, hostUid); } }
           : {}),
@@ -255,13 +277,58 @@ export class SandboxManager {
         mounts: mounts.map(({ volume, path, readOnly }) => ({ volume, path, readOnly })),
         paused: false,
         diskBaseline: this.diskBaselines.get(slot) ?? 0,
+        network: params.network,
       };
       this.sandboxes.set(params.id, entry);
       return this.describe(params.id, entry);
     } catch (err) {
       this.usedSlots.delete(slot);
+      await this.egress.detach(params.id);
       throw err;
     }
+  }
+
+  /** The host side of a sandbox's network: its egress proxy socket, or what open mode needs. */
+  private async attachNetwork(id: string, policy: NetworkPolicy): Promise<SandboxNetwork> {
+    if (policy.mode === "allowlist") {
+      const dir = join(this.mountsDir, "net");
+      mkdirSync(dir, { recursive: true, mode: 0o711 });
+      const proxySocket = join(dir, `${id}.sock`);
+      await this.egress.attach(id, proxySocket, policy);
+      return { mode: "allowlist", proxySocket };
+    }
+    if (policy.mode === "open") {
+      if (!slirp4netnsPath()) {
+        throw new AgentboxError("RUNTIME_UNAVAILABLE", 'network mode "open" needs slirp4netns on the host (run `bash scripts/setup.sh` as root, or `apt-get install slirp4netns`)');
+      }
+      const resolvConf = join(this.mountsDir, "resolv.conf");
+      if (!existsSync(resolvConf)) writeFileSync(resolvConf, OPEN_NETWORK_RESOLV_CONF, { mode: 0o644 });
+      return { mode: "open", resolvConf };
+    }
+    return { mode: "none" };
+  }
+
+  /** New egress rules for a running sandbox; they apply to its next connections. */
+  setNetwork(id: string, policy: NetworkPolicy): { network: NetworkPolicy } {
+    const entry = this.entry(id);
+    if (policy.mode !== entry.network.mode) {
+      throw new AgentboxError("CONFLICT", `a running sandbox keeps its network mode (${entry.network.mode}); only the rules of an allowlist sandbox can change`, {
+        field: "network.mode",
+      });
+    }
+    entry.network = policy;
+    this.egress.setPolicy(id, policy);
+    return { network: policy };
+  }
+
+  /** A connection to `port` inside the sandbox, as the stdin/stdout of our connector (exposed ports). */
+  openPort(id: string, port: number): Promise<SpawnedProcess> {
+    return connectToPort(this.get(id), port);
+  }
+
+  networkLog(id: string, limit: number): { entries: EgressLogEntry[] } {
+    this.entry(id);
+    return { entries: this.egress.log(id, limit) };
   }
 
   /** Volumes being attached by creates in flight (not yet in `sandboxes`), for the one-writer rule. */
@@ -492,6 +559,7 @@ export class SandboxManager {
     entry.files.closeAll();
     await entry.code.closeAll().catch(() => undefined);
     await entry.sandbox.destroy();
+    await this.egress.detach(id);
     this.usedSlots.delete(entry.slot);
     void this.refillSpares();
     return true;
@@ -550,6 +618,7 @@ export class SandboxManager {
     for (const slot of this.spareSlots.splice(0)) await unmountRootfs(this.slotPaths(slot));
     await this.volumes.unmountAll();
     await closeWasmPool().catch(() => undefined);
+    await this.egress.close();
     this.spawner.stop();
   }
 }

@@ -32,7 +32,7 @@ interface PoolState {
   retryAt: number;
 }
 
-type ParsedClaim = Required<Pick<CreateSandboxRequest, "timeoutSeconds" | "env" | "metadata">> & Pick<CreateSandboxRequest, "template" | "volumeMounts"> & { pool: string };
+type ParsedClaim = Required<Pick<CreateSandboxRequest, "timeoutSeconds" | "env" | "metadata">> & Pick<CreateSandboxRequest, "template" | "volumeMounts" | "network"> & { pool: string };
 
 export class PoolService {
   private readonly state = new Map<string, PoolState>();
@@ -141,6 +141,9 @@ export class PoolService {
     const pool = this.record(req.pool);
     if (req.template !== undefined && req.template !== pool.template) {
       throw new AgentboxError("INVALID_REQUEST", `template: pool ${pool.name} makes sandboxes of template ${pool.template}, not ${req.template}`, { field: "template" });
+    }
+    if (req.network !== undefined) {
+      throw new AgentboxError("INVALID_REQUEST", "network: a pool's sandboxes are made ahead of time with their template's network; PATCH the sandbox's rules after claiming it", { field: "network" });
     }
     if (req.volumeMounts?.length) {
       throw new AgentboxError("INVALID_REQUEST", "volumeMounts: a pool's sandboxes are made ahead of time; mount volumes through the pool's template", { field: "volumeMounts" });

@@ -14,6 +14,8 @@ import {
   type SandboxStatus,
   type Template,
   type VolumeMount,
+  type NetworkPolicy,
+  type EgressLogEntry,
 } from "@agentbox/protocol";
 import type { RuntimeClient } from "@agentbox/runtime";
 import type { RuntimeLink } from "./runtime-link.js";
@@ -49,7 +51,7 @@ export function toSandbox(r: SandboxRecord): Sandbox {
 }
 
 type ParsedCreate = Required<Pick<CreateSandboxRequest, "timeoutSeconds" | "env" | "metadata" | "wait">> &
-  Pick<CreateSandboxRequest, "template" | "pool" | "volumeMounts">;
+  Pick<CreateSandboxRequest, "template" | "pool" | "volumeMounts" | "network">;
 
 /** Template mounts, then the request's: a path given by both takes the request's. */
 function mergeMounts(fromTemplate: VolumeMount[], fromRequest: VolumeMount[] = []): VolumeMount[] {
@@ -88,7 +90,7 @@ export class SandboxService {
       metadata: req.metadata,
       env: { ...template.env, ...req.env },
       resources: template.resources,
-      network: template.network,
+      network: req.network ?? template.network,
       limitsOff: [],
       workdir: template.workdir,
       pool: pool?.name,
@@ -112,6 +114,7 @@ export class SandboxService {
         user: template.user,
         mounts: record.volumeMounts,
         limits: template.limits,
+        network: record.network,
       });
       // A delete that arrived while we were provisioning wins.
       if (this.store.getSandbox(record.id)?.status !== "provisioning") {
@@ -172,6 +175,7 @@ export class SandboxService {
     const r = this.record(id);
     if (r.status === "deleted") return toSandbox(r);
     this.store.setStatus(id, "deleted", why === "deleted" ? undefined : why);
+    this.store.deletePorts(id);
     await this.inFlight.get(id);
     await this.runtime.request("sandbox.delete", { id });
     return this.get(id);
@@ -220,6 +224,27 @@ export class SandboxService {
     const { layer } = await this.runtime.request("sandbox.snapshot", { id });
     if (this.templates.exists(templateName)) throw new AgentboxError("CONFLICT", `template ${templateName} already exists`, { template: templateName });
     return this.templates.fromSnapshot(templateName, r.template, layer);
+  }
+
+  /** New network rules for a running (or paused) sandbox: they apply to its next connections. */
+  async updateNetwork(id: string, network: NetworkPolicy): Promise<Sandbox> {
+    const r = this.record(id);
+    if (r.status !== "paused") this.requireReady(id);
+    if (network.mode !== r.network.mode) {
+      throw new AgentboxError("CONFLICT", `sandbox ${id} runs with network mode "${r.network.mode}", which cannot change while it runs; only the rules of an allowlist sandbox can`, {
+        field: "network.mode",
+        mode: r.network.mode,
+      });
+    }
+    await this.runtime.request("sandbox.network", { id, network });
+    this.store.setNetwork(id, network);
+    return this.get(id);
+  }
+
+  async networkLog(id: string, limit: number): Promise<EgressLogEntry[]> {
+    const r = this.record(id);
+    if (r.status !== "paused") this.requireReady(id);
+    return (await this.runtime.request("sandbox.networkLog", { id, limit })).entries;
   }
 
   async exec(id: string, request: ExecRequest): Promise<ExecResult> {

@@ -36,6 +36,10 @@ import { PoolService } from "./pool-service.js";
 import { templateRoutes } from "./routes/templates.js";
 import { volumeRoutes } from "./routes/volumes.js";
 import { poolRoutes } from "./routes/pools.js";
+import { networkRoutes } from "./routes/network.js";
+import { PortService } from "./port-service.js";
+import { PortProxy } from "./streams/port-proxy.js";
+import { runtimeSocketPath } from "@agentbox/runtime";
 
 export const SERVER_VERSION = "0.1.0";
 
@@ -100,6 +104,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const code = new CodeService(sandboxes, runtime);
   codeRoutes(router, code);
   uiRoutes(router);
+  const ports = new PortService(store, sandboxes);
+  let listenUrl = "";
+  networkRoutes(router, sandboxes, ports, () => listenUrl);
+  const portProxy = new PortProxy(ports, sandboxes, runtimeSocketPath(config.dataDir), (given) => keyMatches(apiKey, given));
 
   const sockets = new WebSocketHub(
     (req, url) => keyMatches(apiKey, bearer(req, url)),
@@ -141,7 +149,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   const server = createServer((req, res) => {
     void handle(req, res);
   });
-  server.on("upgrade", (req, socket, head) => sockets.handleUpgrade(req, socket, head));
+  server.on("upgrade", (req, socket, head) => {
+    const url = new URL(req.url ?? "/", "http://localhost");
+    if (ready && portProxy.matches(url.pathname)) return void portProxy.upgrade(req, socket, head, url);
+    sockets.handleUpgrade(req, socket, head);
+  });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? "GET";
@@ -149,6 +161,12 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     try {
       if (!ready) throw new AgentboxError("RUNTIME_UNAVAILABLE", "the server is starting; retry in a moment");
       const url = new URL(req.url ?? "/", "http://localhost");
+      // Exposed ports check their own credential (the API key or the port's token).
+      if (portProxy.matches(url.pathname)) {
+        await portProxy.http(req, res, url);
+        status = res.statusCode;
+        return;
+      }
       if (url.pathname !== "/healthz" && !isPublicUiPath(url.pathname) && !keyMatches(apiKey, bearer(req, url))) {
         throw new AgentboxError("UNAUTHORIZED", "missing or wrong API key (send Authorization: Bearer <key>)");
       }
@@ -214,6 +232,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
 
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  listenUrl = `http://${host}:${address.port}`;
 
   return {
     url: `http://${host}:${address.port}`,

@@ -81,6 +81,21 @@ interface Row {
   paused_at: string | null;
 }
 
+/** An exposed port: reachable through the server with the API key or its own token. */
+export interface PortRecord {
+  sandboxId: string;
+  port: number;
+  token: string;
+  createdAt: string;
+}
+
+interface PortRow {
+  sandbox_id: string;
+  port: number;
+  token: string;
+  created_at: string;
+}
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS sandboxes (
   id TEXT PRIMARY KEY,
@@ -100,6 +115,13 @@ CREATE INDEX IF NOT EXISTS sandboxes_status ON sandboxes(status);
 CREATE INDEX IF NOT EXISTS sandboxes_expires ON sandboxes(expires_at);
 CREATE TABLE IF NOT EXISTS templates (name TEXT PRIMARY KEY, spec TEXT NOT NULL, created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS volumes (name TEXT PRIMARY KEY, size TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ports (
+  sandbox_id TEXT NOT NULL,
+  port INTEGER NOT NULL,
+  token TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  PRIMARY KEY (sandbox_id, port)
+);
 CREATE TABLE IF NOT EXISTS pools (name TEXT PRIMARY KEY, template TEXT NOT NULL, replicas INTEGER NOT NULL, created_at TEXT NOT NULL);
 `;
 
@@ -233,6 +255,32 @@ export class Store {
       )
       .get({ pool, expiresAt: update.expiresAt, metadata: JSON.stringify(update.metadata), env: JSON.stringify(update.env) }) as Row | undefined;
     return row ? fromRow(row) : undefined;
+  }
+
+  setNetwork(id: string, network: NetworkPolicy): void {
+    this.db.prepare("UPDATE sandboxes SET network = ? WHERE id = ?").run(JSON.stringify(network), id);
+  }
+
+  putPort(p: PortRecord): void {
+    this.db
+      .prepare("INSERT OR REPLACE INTO ports (sandbox_id, port, token, created_at) VALUES (?, ?, ?, ?)")
+      .run(p.sandboxId, p.port, p.token, p.createdAt);
+  }
+
+  getPort(sandboxId: string, port: number): PortRecord | undefined {
+    const r = this.db.prepare("SELECT * FROM ports WHERE sandbox_id = ? AND port = ?").get(sandboxId, port) as PortRow | undefined;
+    return r ? { sandboxId: r.sandbox_id, port: r.port, token: r.token, createdAt: r.created_at } : undefined;
+  }
+
+  listPorts(sandboxId: string): PortRecord[] {
+    const rows = this.db.prepare("SELECT * FROM ports WHERE sandbox_id = ? ORDER BY port").all(sandboxId) as PortRow[];
+    return rows.map((r) => ({ sandboxId: r.sandbox_id, port: r.port, token: r.token, createdAt: r.created_at }));
+  }
+
+  /** Without `port`: every port of the sandbox. */
+  deletePorts(sandboxId: string, port?: number): number {
+    if (port === undefined) return this.db.prepare("DELETE FROM ports WHERE sandbox_id = ?").run(sandboxId).changes;
+    return this.db.prepare("DELETE FROM ports WHERE sandbox_id = ? AND port = ?").run(sandboxId, port).changes;
   }
 
   setExpiry(id: string, expiresAt: string): void {

@@ -53,11 +53,6 @@ function imageUser(spec: string | undefined): string | undefined {
   return /^([a-z_][a-z0-9_.-]{0,31}|[0-9]{1,9})$/.test(user) ? user : undefined;
 }
 
-function checkNetwork(network: TemplateRecord["network"] | undefined): void {
-  if (network && network.mode !== "none") {
-    throw new AgentboxError("INVALID_REQUEST", `network.mode: "${network.mode}" is not available yet on this server; use "none"`, { field: "network.mode" });
-  }
-}
 
 export class TemplateService {
   /** Imports in flight, by template name (a newer import of the same template supersedes an older one). */
@@ -116,7 +111,6 @@ export class TemplateService {
 
   async create(req: ParsedCreate): Promise<Template> {
     if (this.store.getTemplate(req.name)) throw new AgentboxError("CONFLICT", `template ${req.name} already exists`, { template: req.name });
-    checkNetwork(req.network);
     this.checkVolumes(req.volumeMounts);
     const image = this.sources.resolve(req.image);
     const now = new Date().toISOString();
@@ -211,7 +205,6 @@ export class TemplateService {
 
   async patch(name: string, req: ParsedPatch): Promise<Template> {
     const t = this.record(name);
-    checkNetwork(req.network);
     if (req.volumeMounts) this.checkVolumes(req.volumeMounts);
     if (req.image !== undefined) req = { ...req, image: this.sources.resolve(req.image) };
     if (req.image !== undefined && req.image !== t.image && t.parent) {

@@ -1,0 +1,181 @@
+/*
+ * agentbox-net: the network helper run inside sandboxes (static, so it runs on any image;
+ * the runtime starts it from a host descriptor, never from the sandbox's files).
+ *
+ *   agentbox-net bridge PORT SOCKET
+ *       Listen on 127.0.0.1:PORT inside the sandbox's network namespace and relay each
+ *       connection to the unix SOCKET (the host's egress proxy, bind-mounted in). This is
+ *       the sandbox's only way out under an allowlist: it has no route, only loopback.
+ *   agentbox-net connect PORT
+ *       Connect to 127.0.0.1:PORT (then [::1]:PORT) inside the sandbox and relay it to
+ *       stdin/stdout: one connection to an exposed port. Prints "connected" on stderr once
+ *       the connection is up; exits 111 with a message if nothing listens there.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define BUF_SIZE (256 * 1024)
+
+static int parse_port(const char *text) {
+  char *end;
+  long port = strtol(text, &end, 10);
+  if (*text == '\0' || *end != '\0' || port < 1 || port > 65535) return -1;
+  return (int)port;
+}
+
+static int write_all(int fd, const char *buf, ssize_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, buf, (size_t)len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    buf += n;
+    len -= n;
+  }
+  return 0;
+}
+
+/* End the write side of fd: a socket is shut down (its reader sees EOF, its other half lives),
+ * a pipe is closed. */
+static void end_output(int fd, int is_socket) {
+  if (is_socket) shutdown(fd, SHUT_WR);
+  else close(fd);
+}
+
+/*
+ * Copy a_in → b_out and b_in → a_out until both directions reach end of input.
+ * An end of input in one direction is passed on as an end of output, so half-closed
+ * connections (an HTTP client that shuts down after its request) work.
+ */
+static void relay(int a_in, int a_out, int a_socket, int b_in, int b_out, int b_socket) {
+  char *buf = malloc(BUF_SIZE);
+  if (!buf) return;
+  int a_open = 1, b_open = 1;
+  while (a_open || b_open) {
+    struct pollfd fds[2] = {{a_open ? a_in : -1, POLLIN, 0}, {b_open ? b_in : -1, POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (a_open && fds[0].revents) {
+      ssize_t n = read(a_in, buf, BUF_SIZE);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0 || write_all(b_out, buf, n) < 0) {
+        a_open = 0;
+        end_output(b_out, b_socket);
+        if (n != 0) break; /* a failed read or write: the connection is gone */
+      }
+    }
+    if (b_open && fds[1].revents) {
+      ssize_t n = read(b_in, buf, BUF_SIZE);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0 || write_all(a_out, buf, n) < 0) {
+        b_open = 0;
+        end_output(a_out, a_socket);
+        if (n != 0) break;
+      }
+    }
+  }
+  free(buf);
+}
+
+static int cmd_bridge(int port, const char *socket_path) {
+  struct sockaddr_un target;
+  memset(&target, 0, sizeof target);
+  target.sun_family = AF_UNIX;
+  if (strlen(socket_path) >= sizeof target.sun_path) {
+    fprintf(stderr, "agentbox-net: socket path too long\n");
+    return 2;
+  }
+  strcpy(target.sun_path, socket_path);
+
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons((uint16_t)port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (listener < 0 || bind(listener, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(listener, 256) < 0) {
+    fprintf(stderr, "agentbox-net: cannot listen on 127.0.0.1:%d: %s\n", port, strerror(errno));
+    return 1;
+  }
+  /* Children are reaped by the kernel; each connection lives in its own process. */
+  signal(SIGCHLD, SIG_IGN);
+  for (;;) {
+    int client = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+    if (client < 0) {
+      if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE) continue;
+      return 1;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(listener);
+      setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      int upstream = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (upstream < 0 || connect(upstream, (struct sockaddr *)&target, sizeof target) < 0) _exit(1);
+      relay(client, client, 1, upstream, upstream, 1);
+      _exit(0);
+    }
+    close(client);
+  }
+}
+
+static int cmd_connect(int port) {
+  int fd = -1;
+  struct sockaddr_in v4;
+  memset(&v4, 0, sizeof v4);
+  v4.sin_family = AF_INET;
+  v4.sin_port = htons((uint16_t)port);
+  v4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  struct sockaddr_in6 v6;
+  memset(&v6, 0, sizeof v6);
+  v6.sin6_family = AF_INET6;
+  v6.sin6_port = htons((uint16_t)port);
+  v6.sin6_addr = in6addr_loopback;
+  fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&v4, sizeof v4) < 0) {
+    if (fd >= 0) close(fd);
+    fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&v6, sizeof v6) < 0) {
+      fprintf(stderr, "nothing listens on port %d inside the sandbox (%s)\n", port, strerror(errno));
+      return 111;
+    }
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  fprintf(stderr, "connected\n");
+  relay(0, 1, 0, fd, fd, 1);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  signal(SIGPIPE, SIG_IGN);
+  if (argc == 4 && !strcmp(argv[1], "bridge")) {
+    int port = parse_port(argv[2]);
+    if (port < 0) return 2;
+    return cmd_bridge(port, argv[3]);
+  }
+  if (argc == 3 && !strcmp(argv[1], "connect")) {
+    int port = parse_port(argv[2]);
+    if (port < 0) return 2;
+    return cmd_connect(port);
+  }
+  fprintf(stderr, "usage: agentbox-net bridge PORT SOCKET | connect PORT\n");
+  return 2;
+}

@@ -1,0 +1,348 @@
+/**
+ * The host side of allowlist networking: one HTTP (absolute-form and CONNECT) and SOCKS5
+ * proxy serving every sandbox, each through its own unix socket (bind-mounted into that
+ * sandbox only), so every connection is attributed to its sandbox and checked against
+ * that sandbox's current rules. Names are resolved here, never inside the sandbox, and the
+ * proxy connects to the very address it checked (no second lookup to rebind).
+ */
+import { chmodSync, rmSync } from "node:fs";
+import { createServer as createHttpServer, request as httpRequest, Agent, type IncomingMessage, type ServerResponse } from "node:http";
+import { connect, createServer, isIP, type Server, type Socket } from "node:net";
+import { lookup as dnsLookup } from "node:dns/promises";
+import type { EgressLogEntry, NetworkPolicy } from "@agentbox/protocol";
+import { EgressPolicy } from "./network-policy.js";
+
+/** Resolves a name to its addresses (the proxy's only view of DNS). */
+export type Resolver = (host: string) => Promise<string[]>;
+
+const defaultResolver: Resolver = async (host) => (await dnsLookup(host, { all: true, verbatim: true })).map((a) => a.address);
+
+/** Entries kept per sandbox (oldest dropped first). */
+export const EGRESS_LOG_LIMIT = 1000;
+/** Connections one sandbox may hold open through the proxy at once. */
+export const MAX_CONNECTIONS_PER_SANDBOX = 512;
+const CONNECT_TIMEOUT_MS = 10_000;
+
+interface Attached {
+  id: string;
+  socketPath: string;
+  server: Server;
+  policy: EgressPolicy;
+  log: EgressLogEntry[];
+  agent: Agent;
+  connections: Set<Socket>;
+}
+
+/** Which sandbox a client socket came in for. */
+const sandboxOf = new WeakMap<Socket, Attached>();
+
+/** Hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1), plus the proxy's own. */
+const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade"];
+
+export interface EgressProxyOptions {
+  resolve?: Resolver;
+}
+
+export class EgressProxy {
+  private readonly sandboxes = new Map<string, Attached>();
+  private readonly http = createHttpServer({ keepAliveTimeout: 30_000 });
+  private readonly resolve: Resolver;
+
+  constructor(opts: EgressProxyOptions = {}) {
+    this.resolve = opts.resolve ?? defaultResolver;
+    this.http.on("request", (req, res) => void this.forward(req, res));
+    this.http.on("connect", (req: IncomingMessage, socket: Socket, head: Buffer) => void this.tunnel(req, socket, head));
+    this.http.on("clientError", (_err, socket: Socket) => {
+      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+      else socket.destroy();
+    });
+  }
+
+  /** Serve sandbox `id` on a new unix socket at `socketPath` (any local user may connect: only that sandbox sees it). */
+  async attach(id: string, socketPath: string, policy: NetworkPolicy): Promise<void> {
+    rmSync(socketPath, { force: true });
+    const entry: Attached = {
+      id,
+      socketPath,
+      server: createServer((socket) => this.accept(entry, socket)),
+      policy: new EgressPolicy(policy),
+      log: [],
+      agent: new Agent({ keepAlive: true, maxSockets: 64 }),
+      connections: new Set(),
+    };
+    await new Promise<void>((resolve, reject) => {
+      entry.server.once("error", reject);
+      entry.server.listen(socketPath, () => resolve());
+    });
+    chmodSync(socketPath, 0o666);
+    this.sandboxes.set(id, entry);
+  }
+
+  setPolicy(id: string, policy: NetworkPolicy): void {
+    const entry = this.sandboxes.get(id);
+    if (entry) entry.policy = new EgressPolicy(policy);
+  }
+
+  log(id: string, limit = EGRESS_LOG_LIMIT): EgressLogEntry[] {
+    const log = this.sandboxes.get(id)?.log ?? [];
+    return log.slice(Math.max(0, log.length - limit)).map((e) => ({ ...e }));
+  }
+
+  /** Stop serving a sandbox and cut its open connections. */
+  async detach(id: string): Promise<void> {
+    const entry = this.sandboxes.get(id);
+    if (!entry) return;
+    this.sandboxes.delete(id);
+    for (const socket of entry.connections) socket.destroy();
+    entry.agent.destroy();
+    await new Promise<void>((resolve) => entry.server.close(() => resolve()));
+    rmSync(entry.socketPath, { force: true });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.sandboxes.keys()].map((id) => this.detach(id)));
+  }
+
+  private accept(entry: Attached, socket: Socket): void {
+    socket.on("error", () => undefined);
+    if (entry.connections.size >= MAX_CONNECTIONS_PER_SANDBOX) {
+      socket.destroy();
+      return;
+    }
+    entry.connections.add(socket);
+    socket.once("close", () => entry.connections.delete(socket));
+    sandboxOf.set(socket, entry);
+    // SOCKS5 clients speak first with version 5; anything else is HTTP.
+    socket.once("data", (first: Buffer) => {
+      socket.pause();
+      socket.unshift(first);
+      if (first[0] === 5) void this.socks(entry, socket);
+      else {
+        this.http.emit("connection", socket);
+        socket.resume();
+      }
+    });
+  }
+
+  private record(entry: Attached, fields: Omit<EgressLogEntry, "time" | "bytesOut" | "bytesIn">): EgressLogEntry {
+    const line: EgressLogEntry = { time: new Date().toISOString(), ...fields, bytesOut: 0, bytesIn: 0 };
+    entry.log.push(line);
+    if (entry.log.length > EGRESS_LOG_LIMIT) entry.log.splice(0, entry.log.length - EGRESS_LOG_LIMIT);
+    return line;
+  }
+
+  /** Check host:port against the sandbox's rules and resolve it: the address to connect to, or why not. */
+  private async decide(entry: Attached, host: string, port: number): Promise<{ address: string } | { reason: string }> {
+    const policy = entry.policy;
+    const verdict = policy.checkHost(host, port);
+    if (!verdict.allowed) return { reason: verdict.reason };
+    const bare = host.startsWith("[") ? host.slice(1, -1) : host;
+    let addresses: string[];
+    if (isIP(bare)) addresses = [bare];
+    else {
+      try {
+        addresses = await this.resolve(bare);
+      } catch (err) {
+        return { reason: `cannot resolve ${bare}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` };
+      }
+    }
+    return policy.pickAddress(bare, addresses, port);
+  }
+
+  /** A plain-HTTP request in absolute form (`GET http://host/path`). */
+  private async forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const entry = sandboxOf.get(req.socket);
+    if (!entry) return void res.destroy();
+    let target: URL;
+    try {
+      target = new URL(req.url ?? "");
+      if (target.protocol !== "http:") throw new Error("not http");
+    } catch {
+      return deny(res, 400, "this is a proxy: send absolute http:// URLs, or CONNECT host:port for anything else");
+    }
+    const host = target.hostname;
+    const port = Number(target.port || 80);
+    const decision = await this.decide(entry, host, port);
+    if ("reason" in decision) {
+      this.record(entry, { host: bareHost(host), port, allowed: false, reason: decision.reason, protocol: "http" });
+      return deny(res, 403, decision.reason);
+    }
+    const line = this.record(entry, { host: bareHost(host), port, allowed: true, address: decision.address, protocol: "http" });
+    const headers: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.includes(k)) headers[k] = v;
+    const upstream = httpRequest({
+      host: decision.address,
+      port,
+      method: req.method,
+      path: `${target.pathname}${target.search}`,
+      headers,
+      setHost: false,
+      agent: entry.agent,
+      timeout: CONNECT_TIMEOUT_MS,
+    });
+    upstream.on("response", (up) => {
+      const out: Record<string, string | string[]> = {};
+      for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.includes(k)) out[k] = v;
+      res.writeHead(up.statusCode ?? 502, up.statusMessage, out);
+      up.on("data", (chunk: Buffer) => (line.bytesIn += chunk.length));
+      up.pipe(res);
+    });
+    upstream.on("timeout", () => upstream.destroy(new Error("timed out")));
+    upstream.on("error", (err) => {
+      if (!res.headersSent) deny(res, 502, `cannot reach ${host}:${port}: ${err.message}`);
+      else res.destroy();
+    });
+    req.on("data", (chunk: Buffer) => (line.bytesOut += chunk.length));
+    req.pipe(upstream);
+  }
+
+  /** `CONNECT host:port`: a raw tunnel (HTTPS, git, anything over TCP). */
+  private async tunnel(req: IncomingMessage, client: Socket, head: Buffer): Promise<void> {
+    const entry = sandboxOf.get(client);
+    if (!entry) return void client.destroy();
+    const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):([0-9]{1,5})$/.exec(req.url ?? "");
+    const port = Number(m?.[2]);
+    if (!m || port < 1 || port > 65535) {
+      client.end("HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nCONNECT needs host:port\n");
+      return;
+    }
+    const host = m[1]!;
+    const decision = await this.decide(entry, host, port);
+    if ("reason" in decision) {
+      this.record(entry, { host: bareHost(host), port, allowed: false, reason: decision.reason, protocol: "connect" });
+      const body = `${decision.reason}\n`;
+      client.end(`HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-agentbox-reason: ${headerSafe(decision.reason)}\r\nconnection: close\r\n\r\n${body}`);
+      return;
+    }
+    const line = this.record(entry, { host: bareHost(host), port, allowed: true, address: decision.address, protocol: "connect" });
+    this.splice(client, decision.address, port, line, head, () => client.write("HTTP/1.1 200 Connection Established\r\n\r\n"), (err) =>
+      client.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\ncannot reach ${bareHost(host)}:${port}: ${err.message}\n`),
+    );
+  }
+
+  /** Connect to address:port and relay it with `client`, counting bytes into `line`. */
+  private splice(client: Socket, address: string, port: number, line: EgressLogEntry, head: Buffer, onOpen: () => void, onFail: (err: Error) => void): void {
+    const upstream = connect({ host: address, port, noDelay: true });
+    const timer = setTimeout(() => upstream.destroy(new Error("connect timed out")), CONNECT_TIMEOUT_MS);
+    let open = false;
+    upstream.once("connect", () => {
+      clearTimeout(timer);
+      open = true;
+      onOpen();
+      if (head.length) {
+        line.bytesOut += head.length;
+        upstream.write(head);
+      }
+      client.on("data", (chunk: Buffer) => (line.bytesOut += chunk.length));
+      upstream.on("data", (chunk: Buffer) => (line.bytesIn += chunk.length));
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.resume();
+    });
+    upstream.on("error", (err) => {
+      clearTimeout(timer);
+      if (!open) onFail(err);
+      else client.destroy();
+    });
+    client.on("error", () => upstream.destroy());
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+  }
+
+  /** SOCKS5 (RFC 1928), CONNECT only, no authentication; names are resolved here (socks5h). */
+  private async socks(entry: Attached, client: Socket): Promise<void> {
+    const reader = new ByteReader(client);
+    try {
+      const [version, methods] = await reader.read(2);
+      if (version !== 5) throw new Error("not SOCKS5");
+      const offered = await reader.read(methods!);
+      if (!offered.includes(0)) {
+        client.end(Buffer.from([5, 0xff]));
+        return;
+      }
+      client.write(Buffer.from([5, 0]));
+      const [, cmd, , atyp] = await reader.read(4);
+      let host: string;
+      if (atyp === 1) host = [...(await reader.read(4))].join(".");
+      else if (atyp === 3) host = (await reader.read((await reader.read(1))[0]!)).toString("latin1");
+      else if (atyp === 4) {
+        const raw = await reader.read(16);
+        host = Array.from({ length: 8 }, (_, i) => raw.readUInt16BE(i * 2).toString(16)).join(":");
+      } else throw new Error("bad address type");
+      const port = (await reader.read(2)).readUInt16BE(0);
+      const reply = (code: number) => Buffer.from([5, code, 0, 1, 0, 0, 0, 0, 0, 0]);
+      if (cmd !== 1) {
+        client.end(reply(7)); // command not supported
+        return;
+      }
+      const decision = await this.decide(entry, host, port);
+      if ("reason" in decision) {
+        this.record(entry, { host, port, allowed: false, reason: decision.reason, protocol: "socks" });
+        client.end(reply(2)); // connection not allowed by ruleset
+        return;
+      }
+      const line = this.record(entry, { host, port, allowed: true, address: decision.address, protocol: "socks" });
+      const rest = reader.detach();
+      this.splice(client, decision.address, port, line, rest, () => client.write(reply(0)), () => client.end(reply(5)));
+    } catch {
+      client.destroy();
+    }
+  }
+}
+
+function bareHost(host: string): string {
+  return host.startsWith("[") ? host.slice(1, -1) : host;
+}
+
+function headerSafe(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, "?");
+}
+
+function deny(res: ServerResponse, status: number, reason: string): void {
+  const body = `${reason}\n`;
+  res.writeHead(status, { "content-type": "text/plain", "content-length": Buffer.byteLength(body), "x-agentbox-reason": headerSafe(reason) });
+  res.end(body);
+}
+
+/** Reads exact byte counts from a paused socket (the SOCKS handshake). */
+class ByteReader {
+  private buffered = Buffer.alloc(0);
+  private waiter: (() => void) | undefined;
+  private ended = false;
+  private readonly onData = (chunk: Buffer) => {
+    this.buffered = Buffer.concat([this.buffered, chunk]);
+    if (this.buffered.length > 1024) this.socket.destroy(); // a handshake is never this long
+    this.waiter?.();
+  };
+  private readonly onEnd = () => {
+    this.ended = true;
+    this.waiter?.();
+  };
+
+  constructor(private readonly socket: Socket) {
+    socket.on("data", this.onData);
+    socket.once("end", this.onEnd);
+    socket.once("close", this.onEnd);
+    socket.resume();
+  }
+
+  async read(n: number): Promise<Buffer> {
+    while (this.buffered.length < n) {
+      if (this.ended) throw new Error("closed during the handshake");
+      await new Promise<void>((resolve) => (this.waiter = resolve));
+      this.waiter = undefined;
+    }
+    const out = this.buffered.subarray(0, n);
+    this.buffered = this.buffered.subarray(n);
+    return out;
+  }
+
+  /** Stop reading; whatever arrived past the handshake. */
+  detach(): Buffer {
+    this.socket.off("data", this.onData);
+    this.socket.off("end", this.onEnd);
+    this.socket.off("close", this.onEnd);
+    this.socket.pause();
+    return this.buffered;
+  }
+}
