@@ -243,6 +243,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       clearInterval(reaper);
       pools.stop();
       sockets.close();
+      portProxy.close();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();

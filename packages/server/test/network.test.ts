@@ -248,7 +248,7 @@ s.listen(8000, "127.0.0.1", () => console.log("listening"));`;
         ws.once("error", reject);
       });
       assert.equal(echoed, "echo /socket ping");
-      ws.close();
+      ws.terminate(); // the toy server above does not answer close frames
       const badWs = new WebSocket(`${h.server.url.replace("http", "ws")}/v1/sandboxes/${sb.id}/ports/8000/socket`);
       const refused = await new Promise<number>((resolve) => badWs.once("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0)));
       assert.equal(refused, 401);

@@ -27,6 +27,9 @@ interface Target {
 }
 
 export class PortProxy {
+  /** Upgraded connections (they outlive their request): cut when the server stops. */
+  private readonly upgraded = new Set<Duplex>();
+
   constructor(
     private readonly ports: PortService,
     private readonly sandboxes: SandboxService,
@@ -98,8 +101,16 @@ export class PortProxy {
     socket.pipe(tunnel);
     tunnel.pipe(socket);
     tunnel.resume();
-    socket.on("close", () => tunnel.destroy());
+    this.upgraded.add(socket);
+    socket.on("close", () => {
+      this.upgraded.delete(socket);
+      tunnel.destroy();
+    });
     tunnel.on("close", () => socket.destroy());
+  }
+
+  close(): void {
+    for (const socket of this.upgraded) socket.destroy();
   }
 
   private async open(target: Target): Promise<Socket> {
