@@ -13,12 +13,15 @@ for (const [net, prefix] of [
   ["0.0.0.0", 8], ["10.0.0.0", 8], ["100.64.0.0", 10], ["127.0.0.0", 8], ["169.254.0.0", 16], ["172.16.0.0", 12],
   ["192.0.0.0", 24], ["192.168.0.0", 16], ["198.18.0.0", 15], ["224.0.0.0", 3],
 ] as const) SPECIAL.addSubnet(net, prefix, "ipv4");
-for (const [net, prefix] of [["::", 128], ["::1", 128], ["fc00::", 7], ["fe80::", 10], ["ff00::", 8], ["::ffff:0:0", 96], ["64:ff9b::", 96]] as const) {
+for (const [net, prefix] of [["::", 128], ["::1", 128], ["fc00::", 7], ["fe80::", 10], ["ff00::", 8], ["64:ff9b::", 96]] as const) {
   SPECIAL.addSubnet(net, prefix, "ipv6");
 }
 
 /** Why an address is off limits by default (loopback, private, …), or undefined for a public one. */
 export function specialAddress(address: string): string | undefined {
+  // An IPv4-mapped IPv6 address is that IPv4 address (node's BlockList also matches them so).
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return specialAddress(mapped[1]!);
   const family = isIP(address);
   if (family === 0) return "not an address";
   if (!SPECIAL.check(address, family === 4 ? "ipv4" : "ipv6")) return undefined;
