@@ -14,8 +14,8 @@ fi
 # System packages: bubblewrap (sandboxes), util-linux (mount, nsenter), e2fsprogs (sandbox disks and volumes), attr
 # (setfattr: overlay whiteouts of imported image layers), a C compiler (the enter helper), and make, g++ and python3
 # (native npm modules: better-sqlite3, node-pty).
-# With --test, also chromium (the browser terminal test drives it headless), and umoci, skopeo and busybox-static
-# (tests build OCI images with real tools).
+# With --test, also chromium (the browser terminal test drives it headless), umoci, skopeo and busybox-static
+# (tests build OCI images with real tools), and curl and iproute2 (network tests).
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v mount >/dev/null 2>&1 || missing+=(mount)
@@ -25,6 +25,8 @@ command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v setfattr >/dev/null 2>&1 || missing+=(attr)
+# Network mode "open": user-mode networking for sandboxes.
+command -v slirp4netns >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v slirp4netns >/dev/null 2>&1 || missing+=(slirp4netns)
 # Code contexts: CPython with venv and pip (dependency installs), inside sandboxes of the host image.
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
@@ -33,6 +35,9 @@ if [ "${1:-}" = "--test" ]; then
   command -v umoci >/dev/null 2>&1 || missing+=(umoci)
   command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
   [ -x /bin/busybox ] || missing+=(busybox-static)
+  # Network tests: curl inside sandboxes, `ip netns` for a test host that open sandboxes reach.
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  PATH="$PATH:/usr/sbin:/sbin" command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -11,6 +11,7 @@
  *       of a sandbox running 50 processes
  *   (k) code contexts: create from the warm pool, `1+1` round trip, 1,000 host calls, vs `python3 -c`
  *   (l) the embedded Python interpreter (Pyodide) side by side with @pydantic/monty
+ *   (m) HTTP GET and a 100 MiB download through the allowlist egress proxy vs straight from the host
  * Options: --quick (fewer iterations), --json (machine-readable result), --sandboxes N,
  * --only a,g,h (run just those sections).
  */
@@ -26,6 +27,7 @@ import { fmt, interleave, mib, summarize, type Summary } from "./stats.js";
 import { ociCreates, pauseResume, poolClaims } from "./lifecycle.js";
 import { codeBench } from "./code.js";
 import { embeddedBench } from "./embedded.js";
+import { networkBench } from "./network.js";
 
 const { values } = parseArgs({
   options: { quick: { type: "boolean" }, json: { type: "boolean" }, sandboxes: { type: "string" }, only: { type: "string" } },
@@ -262,6 +264,16 @@ try {
     log(`  memory per warm interpreter: agentbox ${mib(e.agentboxRssPerInterpreter)} (child process RSS), monty ${mib(e.montyRssPerInstance)} (RSS growth per parsed instance)`);
     log(`  a loop that swallows the interrupt stops ${e.killOvershootMs.map((x) => x.toFixed(0)).join(", ")} ms after its limit (target <= 50 ms)`);
     results.embedded = { ...e, met };
+  }
+  if (want("m")) {
+    log("");
+    const n = await networkBench(client, quick ? 2 : 5, quick ? 100 : 300);
+    log("(m) egress through the allowlist proxy (one client program, in a sandbox via its proxy vs on the host directly)");
+    log(`  HTTP GET, keep-alive   proxy p50 ${fmt(n.proxyGet.p50)}  p95 ${fmt(n.proxyGet.p95)}   direct p50 ${fmt(n.directGet.p50)}  p95 ${fmt(n.directGet.p95)}`);
+    log(`    ratio p50 ${n.getRatio.toFixed(2)}x  (target <= 2x: ${n.met.get ? "met" : "MISSED"})`);
+    log(`  100 MiB download       proxy ${n.proxyMBps.toFixed(0)} MB/s   direct ${n.directMBps.toFixed(0)} MB/s`);
+    log(`    ratio ${n.throughputRatio.toFixed(2)}x  (target >= 0.5x: ${n.met.throughput ? "met" : "MISSED"})`);
+    results.network = n;
   }
 
   await warm.delete();

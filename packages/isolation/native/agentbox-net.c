@@ -57,13 +57,48 @@ static void end_output(int fd, int is_socket) {
 }
 
 /*
+ * Move what is readable on `in` to `out` through `pipe_fds` with splice (no copy through user
+ * space). Returns bytes moved, 0 at end of input, -1 on error (errno set), -2 if splice cannot
+ * be used on these descriptors (the caller falls back to read/write).
+ */
+static ssize_t splice_once(int in, int out, int pipe_fds[2]) {
+  ssize_t n = splice(in, NULL, pipe_fds[1], NULL, BUF_SIZE, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+  if (n < 0) return errno == EINVAL ? -2 : -1;
+  for (ssize_t left = n; left > 0;) {
+    ssize_t w = splice(pipe_fds[0], NULL, out, NULL, (size_t)left, SPLICE_F_MOVE);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    left -= w;
+  }
+  return n;
+}
+
+/* One direction of a relay: read what is there and write all of it. */
+static ssize_t move_once(int in, int out, int pipe_fds[2], int *use_splice, char *buf) {
+  if (*use_splice) {
+    ssize_t n = splice_once(in, out, pipe_fds);
+    if (n != -2) return n;
+    *use_splice = 0;
+  }
+  ssize_t n = read(in, buf, BUF_SIZE);
+  if (n > 0 && write_all(out, buf, n) < 0) return -1;
+  return n;
+}
+
+/*
  * Copy a_in → b_out and b_in → a_out until both directions reach end of input.
  * An end of input in one direction is passed on as an end of output, so half-closed
  * connections (an HTTP client that shuts down after its request) work.
  */
 static void relay(int a_in, int a_out, int a_socket, int b_in, int b_out, int b_socket) {
   char *buf = malloc(BUF_SIZE);
-  if (!buf) return;
+  int ab[2], ba[2];
+  if (!buf || pipe2(ab, O_CLOEXEC) < 0 || pipe2(ba, O_CLOEXEC) < 0) return;
+  fcntl(ab[1], F_SETPIPE_SZ, BUF_SIZE);
+  fcntl(ba[1], F_SETPIPE_SZ, BUF_SIZE);
+  int splice_ab = 1, splice_ba = 1;
   int a_open = 1, b_open = 1;
   while (a_open || b_open) {
     struct pollfd fds[2] = {{a_open ? a_in : -1, POLLIN, 0}, {b_open ? b_in : -1, POLLIN, 0}};
@@ -72,21 +107,21 @@ static void relay(int a_in, int a_out, int a_socket, int b_in, int b_out, int b_
       break;
     }
     if (a_open && fds[0].revents) {
-      ssize_t n = read(a_in, buf, BUF_SIZE);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0 || write_all(b_out, buf, n) < 0) {
+      ssize_t n = move_once(a_in, b_out, ab, &splice_ab, buf);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n <= 0) {
         a_open = 0;
         end_output(b_out, b_socket);
-        if (n != 0) break; /* a failed read or write: the connection is gone */
+        if (n < 0) break; /* a failed read or write: the connection is gone */
       }
     }
     if (b_open && fds[1].revents) {
-      ssize_t n = read(b_in, buf, BUF_SIZE);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0 || write_all(a_out, buf, n) < 0) {
+      ssize_t n = move_once(b_in, a_out, ba, &splice_ba, buf);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n <= 0) {
         b_open = 0;
         end_output(a_out, a_socket);
-        if (n != 0) break;
+        if (n < 0) break;
       }
     }
   }

@@ -178,7 +178,13 @@ export class EgressProxy {
       headers,
       setHost: false,
       agent: entry.agent,
-      timeout: CONNECT_TIMEOUT_MS,
+    });
+    // A connect timeout only: a kept-alive socket costs no timer per request.
+    upstream.once("socket", (socket: Socket) => {
+      if (!socket.connecting) return;
+      const timer = setTimeout(() => upstream.destroy(new Error("connect timed out")), CONNECT_TIMEOUT_MS);
+      socket.once("connect", () => clearTimeout(timer));
+      socket.once("close", () => clearTimeout(timer));
     });
     upstream.on("response", (up) => {
       const out: Record<string, string | string[]> = {};
@@ -187,7 +193,6 @@ export class EgressProxy {
       up.on("data", (chunk: Buffer) => (line.bytesIn += chunk.length));
       up.pipe(res);
     });
-    upstream.on("timeout", () => upstream.destroy(new Error("timed out")));
     upstream.on("error", (err) => {
       if (!res.headersSent) deny(res, 502, `cannot reach ${host}:${port}: ${err.message}`);
       else res.destroy();

@@ -1,0 +1,119 @@
+/**
+ * (m) Egress through the allowlist proxy: one client program, run on the host straight at a
+ * loopback HTTP server and inside an allowlist sandbox through its proxy (bridge in the
+ * sandbox → unix socket → host proxy → server). It times sequential keep-alive GETs and one
+ * 100 MiB download itself, so process start-up counts on neither side.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import type { Agentbox, Sandbox } from "@agentbox/sdk";
+import { summarize, type Summary } from "./stats.js";
+
+/** The client: `node -e CLIENT <direct|proxy> <port> <gets> <downloadBytes>` prints {gets: ms[], downloadMs}. */
+const CLIENT = `
+const http = require("http");
+const [mode, port, gets, bytes] = process.argv.slice(-4);
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+const target = "127.0.0.1:" + port;
+function get(path) {
+  const opts = mode === "proxy"
+    ? { host: "127.0.0.1", port: 3128, path: "http://" + target + path, headers: { host: target }, agent }
+    : { host: "127.0.0.1", port: Number(port), path, agent };
+  return new Promise((resolve, reject) => {
+    http.get(opts, (res) => { let n = 0; res.on("data", (d) => (n += d.length)); res.on("end", () => resolve(n)); }).on("error", reject);
+  });
+}
+function openTunnel() {
+  return new Promise((resolve, reject) => {
+    http.request({ host: "127.0.0.1", port: 3128, method: "CONNECT", path: target }).on("connect", (res, socket) => {
+      // Every request of the keep-alive agent goes over this one tunnel.
+      agent.createConnection = () => socket;
+      resolve();
+    }).on("error", reject).end();
+  });
+}
+(async () => {
+  if (mode === "connect") await openTunnel();
+  const times = [];
+  for (let i = 0; i < 10; i++) await get("/small");
+  for (let i = 0; i < Number(gets); i++) { const t = performance.now(); await get("/small"); times.push(performance.now() - t); }
+  const t = performance.now();
+  const got = await get("/bytes/" + bytes);
+  if (got !== Number(bytes)) throw new Error("short download: " + got);
+  console.log(JSON.stringify({ gets: times, downloadMs: performance.now() - t }));
+})();`;
+
+/** The upstream: a loopback HTTP server in its own process (so neither client shares its event loop). */
+const SERVER = `
+const http = require("http");
+const chunk = Buffer.alloc(1 << 20, 120);
+http.createServer((req, res) => {
+  const m = /^\\/bytes\\/(\\d+)$/.exec(req.url);
+  if (!m) return res.end("ok");
+  let left = Number(m[1]);
+  res.writeHead(200, { "content-length": left });
+  const more = () => { while (left > 0) { const n = Math.min(left, chunk.length); left -= n; if (!res.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return res.once("drain", more); } res.end(); };
+  more();
+}).listen(0, "127.0.0.1", function () { console.log(this.address().port); });`;
+
+export interface NetworkResult {
+  proxyGet: Summary;
+  directGet: Summary;
+  getRatio: number;
+  proxyMBps: number;
+  directMBps: number;
+  throughputRatio: number;
+  met: { get: boolean; throughput: boolean };
+}
+
+function runDirect(port: number, gets: number, bytes: number): Promise<{ gets: number[]; downloadMs: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["-e", CLIENT, "direct", String(port), String(gets), String(bytes)], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+    child.once("exit", (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`direct client exited ${code}`))));
+  });
+}
+
+async function runProxied(sb: Sandbox, port: number, gets: number, bytes: number, mode = "proxy"): Promise<{ gets: number[]; downloadMs: number }> {
+  const r = await sb.exec(["node", "/tmp/net-client.js", mode, String(port), String(gets), String(bytes)], { timeoutMs: 120_000 });
+  if (r.exitCode !== 0) throw new Error(`proxied client failed: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+export async function networkBench(client: Agentbox, rounds: number, gets: number): Promise<NetworkResult> {
+  const server: ChildProcess = spawn(process.execPath, ["-e", SERVER], { stdio: ["ignore", "pipe", "inherit"] });
+  try {
+    const port = await new Promise<number>((resolve) => server.stdout!.once("data", (d: Buffer) => resolve(Number(d.toString().trim()))));
+    const sb = await client.sandboxes.create({ network: { mode: "allowlist", allow: [`127.0.0.1:${port}`] } });
+    try {
+      await sb.files.write("/tmp/net-client.js", CLIENT);
+      const bytes = 100 * 2 ** 20;
+      const direct: number[] = [];
+      const proxied: number[] = [];
+      const directMs: number[] = [];
+      const proxiedMs: number[] = [];
+      for (let i = 0; i < rounds; i++) {
+        const d = await runDirect(port, gets, bytes);
+        const p = await runProxied(sb, port, gets, bytes);
+        const c = await runProxied(sb, port, gets, bytes, "connect");
+        console.log("connect", summarize(c.gets).p50, bytes / 1e6 / (c.downloadMs / 1000), "proxy", summarize(p.gets).p50, bytes / 1e6 / (p.downloadMs / 1000), "direct", summarize(d.gets).p50, bytes / 1e6 / (d.downloadMs / 1000));
+        direct.push(...d.gets);
+        proxied.push(...p.gets);
+        directMs.push(d.downloadMs);
+        proxiedMs.push(p.downloadMs);
+      }
+      const proxyGet = summarize(proxied);
+      const directGet = summarize(direct);
+      const median = (xs: number[]) => summarize(xs).p50;
+      const directMBps = bytes / 1e6 / (median(directMs) / 1000);
+      const proxyMBps = bytes / 1e6 / (median(proxiedMs) / 1000);
+      const getRatio = proxyGet.p50 / directGet.p50;
+      const throughputRatio = proxyMBps / directMBps;
+      return { proxyGet, directGet, getRatio, proxyMBps, directMBps, throughputRatio, met: { get: getRatio <= 2, throughput: throughputRatio >= 0.5 } };
+    } finally {
+      await sb.delete();
+    }
+  } finally {
+    server.kill();
+  }
+}
