@@ -37,7 +37,7 @@ interface Attached {
 const sandboxOf = new WeakMap<Socket, Attached>();
 
 /** Hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1), plus the proxy's own. */
-const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade"]);
 
 export interface EgressProxyOptions {
   resolve?: Resolver;
@@ -132,50 +132,43 @@ export class EgressProxy {
   }
 
   /** Check host:port against the sandbox's rules and resolve it: the address to connect to, or why not. */
-  private async decide(entry: Attached, host: string, port: number): Promise<{ address: string } | { reason: string }> {
+  private decide(entry: Attached, host: string, port: number): Decision | Promise<Decision> {
     const policy = entry.policy;
     const verdict = policy.checkHost(host, port);
     if (!verdict.allowed) return { reason: verdict.reason };
-    const bare = host.startsWith("[") ? host.slice(1, -1) : host;
-    let addresses: string[];
-    if (isIP(bare)) addresses = [bare];
-    else {
-      try {
-        addresses = await this.resolve(bare);
-      } catch (err) {
-        return { reason: `cannot resolve ${bare}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` };
-      }
-    }
-    return policy.pickAddress(bare, addresses, port);
+    const bare = bareHost(host);
+    if (isIP(bare)) return policy.pickAddress(bare, [bare], port);
+    return this.resolve(bare).then(
+      (addresses) => entry.policy.pickAddress(bare, addresses, port),
+      (err: NodeJS.ErrnoException) => ({ reason: `cannot resolve ${bare}: ${err.code ?? err.message}` }),
+    );
   }
 
   /** A plain-HTTP request in absolute form (`GET http://host/path`). */
-  private async forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private forward(req: IncomingMessage, res: ServerResponse): void {
     const entry = sandboxOf.get(req.socket);
     if (!entry) return void res.destroy();
-    let target: URL;
-    try {
-      target = new URL(req.url ?? "");
-      if (target.protocol !== "http:") throw new Error("not http");
-    } catch {
-      return deny(res, 400, "this is a proxy: send absolute http:// URLs, or CONNECT host:port for anything else");
-    }
-    const host = target.hostname;
-    const port = Number(target.port || 80);
-    const decision = await this.decide(entry, host, port);
+    const target = parseAbsoluteUrl(req.url ?? "");
+    if (!target) return deny(res, 400, "this is a proxy: send absolute http:// URLs, or CONNECT host:port for anything else");
+    const { host, port, path } = target;
+    const decided = this.decide(entry, host, port);
+    // Address literals are decided at once: no promise on the path of every request.
+    if ("then" in decided) void decided.then((d) => this.send(entry, req, res, host, port, path, d));
+    else this.send(entry, req, res, host, port, path, decided);
+  }
+
+  private send(entry: Attached, req: IncomingMessage, res: ServerResponse, host: string, port: number, path: string, decision: Decision): void {
     if ("reason" in decision) {
       this.record(entry, { host: bareHost(host), port, allowed: false, reason: decision.reason, protocol: "http" });
       return deny(res, 403, decision.reason);
     }
     const line = this.record(entry, { host: bareHost(host), port, allowed: true, address: decision.address, protocol: "http" });
-    const headers: Record<string, string | string[]> = {};
-    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.includes(k)) headers[k] = v;
     const upstream = httpRequest({
       host: decision.address,
       port,
       method: req.method,
-      path: `${target.pathname}${target.search}`,
-      headers,
+      path,
+      headers: withoutHopByHop(req.rawHeaders),
       setHost: false,
       agent: entry.agent,
     });
@@ -187,9 +180,7 @@ export class EgressProxy {
       socket.once("close", () => clearTimeout(timer));
     });
     upstream.on("response", (up) => {
-      const out: Record<string, string | string[]> = {};
-      for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.includes(k)) out[k] = v;
-      res.writeHead(up.statusCode ?? 502, up.statusMessage, out);
+      res.writeHead(up.statusCode ?? 502, up.statusMessage, withoutHopByHop(up.rawHeaders));
       up.on("data", (chunk: Buffer) => (line.bytesIn += chunk.length));
       up.pipe(res);
     });
@@ -293,6 +284,25 @@ export class EgressProxy {
       client.destroy();
     }
   }
+}
+
+type Decision = { address: string } | { reason: string };
+
+/** `http://host[:port]/path?query` → its parts (the only form a proxy is sent for plain HTTP). */
+function parseAbsoluteUrl(url: string): { host: string; port: number; path: string } | undefined {
+  const m = /^http:\/\/(\[[0-9a-fA-F:.]+\]|[^/?#:@\s]+)(?::([0-9]{1,5}))?([/?][^#\s]*)?$/i.exec(url);
+  if (!m) return undefined;
+  const port = m[2] ? Number(m[2]) : 80;
+  if (port < 1 || port > 65535) return undefined;
+  const rest = m[3] ?? "/";
+  return { host: m[1]!.toLowerCase(), port, path: rest.startsWith("?") ? `/${rest}` : rest };
+}
+
+/** A rawHeaders list (name, value, name, value…) without the hop-by-hop headers. */
+function withoutHopByHop(raw: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) if (!HOP_BY_HOP.has(raw[i]!.toLowerCase())) out.push(raw[i]!, raw[i + 1]!);
+  return out;
 }
 
 function bareHost(host: string): string {
