@@ -14,6 +14,7 @@ import { templateCommand } from "./commands/template.js";
 import { volumeCommand } from "./commands/volume.js";
 import { poolCommand } from "./commands/pool.js";
 import { runCodeCommand, workerCommand } from "./commands/code.js";
+import { networkCommand, portCommand } from "./commands/network.js";
 
 function buildProgram(): Command {
   const program = new Command("agentbox")
@@ -48,6 +49,9 @@ Examples:
   $ agentbox template import app ./app-oci.tar            # an OCI image as a template
   $ agentbox pool create warm --template app --replicas 3 && agentbox sandbox create --pool warm
   $ agentbox run-code $SB --language python analysis.py    # a stateful Python context
+  $ SB=$(agentbox sandbox create --allow pypi.org --allow files.pythonhosted.org)   # egress allowlist
+  $ agentbox network log $SB                               # what it connected to, or tried to
+  $ agentbox port expose $SB 8000                          # a url reaching port 8000 in the sandbox
   $ agentbox --url https://agentbox.example.com --api-key "$KEY" sandbox list`,
     );
   program.addCommand(serveCommand());
@@ -65,6 +69,8 @@ Examples:
   program.addCommand(templateCommand());
   program.addCommand(volumeCommand());
   program.addCommand(poolCommand());
+  program.addCommand(networkCommand());
+  program.addCommand(portCommand());
   program.addCommand(runCodeCommand());
   program.addCommand(workerCommand());
   return program;

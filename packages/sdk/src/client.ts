@@ -73,6 +73,9 @@ export class Sandboxes {
   /**
    * Create a sandbox. By default the call waits until it is ready (or failed:
    * check `status` and `info.statusMessage`); with `wait: false` it returns while provisioning.
+   * `network` replaces the template's network policy:
+   *
+   *   await client.sandboxes.create({ network: { mode: "allowlist", allow: ["pypi.org", "*.pythonhosted.org"] } });
    */
   async create(options: CreateSandboxRequest = {}): Promise<Sandbox> {
     const info = await this.http.request<SandboxInfo>("POST", "/v1/sandboxes", { body: options });

@@ -10,6 +10,7 @@
  *   const sh = await sb.createSession();                  // a persistent shell
  *   await sh.exec("cd /tmp && export A=1");
  *   const term = await sb.terminals.create();              // a PTY
+ *   const { url } = await sb.ports.expose(8000);           // a server in the sandbox, reachable
  *
  * The `Symbol.asyncDispose` fallback for runtimes that lack it lives in
  * sandbox.ts: ESM evaluates imported modules first, so a statement here would
@@ -33,6 +34,7 @@ export {
   type UploadedImage,
 } from "./templates.js";
 export { Code, CodeContext, Tuple, type CodeFunction, type RunOptions, type CodeContextInfo, type CreateCodeContextRequest, type Execution } from "./code.js";
+export { Network, Ports, type NetworkUpdate, type NetworkLogOptions, type NetworkPolicy, type EgressLogEntry, type ExposedPort } from "./network.js";
 export { Files, type FileEntry, type WatchEvent, type WatchHandle, type WriteOptions, type TransferOptions } from "./files.js";
 export { Session, type SessionInfo, type SessionExecOptions, type CreateSessionRequest } from "./session.js";
 export { Terminals, Terminal, TerminalConnection, type TerminalInfo, type TerminalExit, type CreateTerminalRequest } from "./terminal.js";

@@ -8,6 +8,7 @@ import { Session, type CreateSessionRequest, type SessionInfo } from "./session.
 import { Terminals } from "./terminal.js";
 import { Files } from "./files.js";
 import { Code } from "./code.js";
+import { Network, Ports } from "./network.js";
 
 // `Symbol.asyncDispose` must exist before the class below is defined, because its
 // method key is computed then. Node 20.20 defines it (as Symbol.for("nodejs.asyncDispose"));
@@ -62,6 +63,10 @@ export class Sandbox {
   readonly files: Files;
   /** Code contexts: stateful Python and JavaScript interpreters whose code can call your functions. */
   readonly code: Code;
+  /** Egress rules (allowlist mode) and the log of the sandbox's outgoing connections. */
+  readonly network: Network;
+  /** Ports of servers inside the sandbox, reachable (HTTP and WebSocket) through the agentbox server. */
+  readonly ports: Ports;
 
   /** @internal Use `client.sandboxes.create()` or `.get()`. */
   constructor(http: HttpTransport, info: SandboxInfo) {
@@ -70,9 +75,18 @@ export class Sandbox {
     this.terminals = new Terminals(http, info.id);
     this.files = new Files(http, info.id);
     this.code = new Code(http, info.id);
+    this.network = new Network(
+      http,
+      info.id,
+      () => this.current,
+      (updated) => {
+        this.current = updated;
+      },
+    );
+    this.ports = new Ports(http, info.id);
   }
 
-  /** The last state the server reported (updated by `refresh`, `setTimeout` and `delete`). */
+  /** The last state the server reported (updated by `refresh`, `setTimeout`, `pause`, `resume`, `network.update` and `delete`). */
   get info(): Readonly<SandboxInfo> {
     return this.current;
   }

@@ -5,6 +5,7 @@ import { action, collectKeyValue, parsePositiveInt } from "../context.js";
 import { CliError, describeError, printFields, printJson, printLine, printTable } from "../output.js";
 import { formatBytes } from "../progress.js";
 import { collectVolume } from "./template.js";
+import { formatNetwork, networkOf, withNetworkOptions, type NetworkOptions } from "./network.js";
 
 const STATUSES = ["provisioning", "ready", "paused", "failed", "deleted"] as const;
 
@@ -28,7 +29,7 @@ function printSandbox(info: SandboxInfo): void {
         ? `cpu=${info.resources.cpu} memory=${info.resources.memory} storage=${info.resources.storage} pids=${info.resources.pids}`
         : undefined,
     ],
-    ["NETWORK", info.network ? [info.network.mode, ...(info.network.allow ?? [])].join(" ") : undefined],
+    ["NETWORK", formatNetwork(info.network)],
     ["METADATA", formatMap(info.metadata)],
     ["LIMITS OFF", info.limitsOff && info.limitsOff.length > 0 ? info.limitsOff.join(", ") : undefined],
     ["VOLUMES", info.volumeMounts?.length ? info.volumeMounts.map((m) => `${m.volume}:${m.path}${m.readOnly ? ":ro" : ""}`).join(", ") : undefined],
@@ -59,15 +60,17 @@ Examples:
   $ agentbox sandbox rm sb-1234`,
     );
 
-  sandbox
-    .command("create")
-    .description("Create a sandbox and wait until it is ready; prints its id (the whole record with --json)")
-    .option("-t, --template <name>", "template to create it from", undefined)
-    .option("--timeout <seconds>", "delete the sandbox automatically after this many seconds (server default: 3600)", parsePositiveInt("--timeout"))
-    .option("-e, --env <KEY=VALUE>", "environment variable for every command in the sandbox (repeatable)", collectKeyValue)
-    .option("-m, --metadata <KEY=VALUE>", "metadata label, usable as a filter in `sandbox list` (repeatable)", collectKeyValue)
-    .option("--pool <name>", "claim an idle sandbox from this pool instead")
-    .option("-v, --volume <VOLUME:/path[:ro]>", "mount a volume (repeatable; add :ro for read-only)", collectVolume)
+  withNetworkOptions(
+    sandbox
+      .command("create")
+      .description("Create a sandbox and wait until it is ready; prints its id (the whole record with --json)")
+      .option("-t, --template <name>", "template to create it from", undefined)
+      .option("--timeout <seconds>", "delete the sandbox automatically after this many seconds (server default: 3600)", parsePositiveInt("--timeout"))
+      .option("-e, --env <KEY=VALUE>", "environment variable for every command in the sandbox (repeatable)", collectKeyValue)
+      .option("-m, --metadata <KEY=VALUE>", "metadata label, usable as a filter in `sandbox list` (repeatable)", collectKeyValue)
+      .option("--pool <name>", "claim an idle sandbox from this pool instead")
+      .option("-v, --volume <VOLUME:/path[:ro]>", "mount a volume (repeatable; add :ro for read-only)", collectVolume),
+  )
     .option("--no-wait", "return at once while the sandbox is still provisioning")
     .addHelpText(
       "after",
@@ -79,10 +82,15 @@ Examples:
   $ SB=$(agentbox sandbox create --timeout 600 --metadata owner=alice)
   $ agentbox sandbox create --template py --env PIP_INDEX_URL=http://mirror/simple --json
   $ agentbox sandbox create --pool warm                  # an idle sandbox of the pool, at once
-  $ agentbox sandbox create --volume cache:/cache --volume refs:/refs:ro`,
+  $ agentbox sandbox create --volume cache:/cache --volume refs:/refs:ro
+  $ agentbox sandbox create --allow pypi.org --allow '*.pythonhosted.org'   # egress allowlist
+  $ agentbox sandbox create --network open --timeout 600
+
+--network, --allow and --deny replace the template's network policy (see agentbox network --help).`,
     )
     .action(
-      action(async (ctx, opts: { template?: string; timeout?: number; env?: Record<string, string>; metadata?: Record<string, string>; pool?: string; volume?: VolumeMount[]; wait: boolean }) => {
+      action(async (ctx, opts: NetworkOptions & { template?: string; timeout?: number; env?: Record<string, string>; metadata?: Record<string, string>; pool?: string; volume?: VolumeMount[]; wait: boolean }) => {
+        const network = networkOf(opts);
         const sb = await ctx.client().sandboxes.create({
           ...(opts.template !== undefined && { template: opts.template }),
           ...(opts.timeout !== undefined && { timeoutSeconds: opts.timeout }),
@@ -90,6 +98,7 @@ Examples:
           ...(opts.metadata !== undefined && { metadata: opts.metadata }),
           ...(opts.pool !== undefined && { pool: opts.pool }),
           ...(opts.volume !== undefined && { volumeMounts: opts.volume }),
+          ...(network !== undefined && { network }),
           ...(!opts.wait && { wait: false }),
         });
         if (ctx.json) {

@@ -6,6 +6,7 @@ import type { Agentbox, CreateTemplateRequest, Template, VolumeMount } from "@ag
 import { action, collectKeyValue, parsePositiveInt } from "../context.js";
 import { CliError, printFields, printJson, printLine, printTable, writeAndWait } from "../output.js";
 import { ProgressBar, formatBytes } from "../progress.js";
+import { formatNetwork, networkOf, withNetworkOptions, type NetworkOptions } from "./network.js";
 
 /** `name:/path` or `name:/path:ro`, repeatable. */
 export function collectVolume(value: string, previous: VolumeMount[] | undefined): VolumeMount[] {
@@ -14,7 +15,7 @@ export function collectVolume(value: string, previous: VolumeMount[] | undefined
   return [...(previous ?? []), { volume: m[1]!, path: m[2]!, ...(m[3] === "ro" ? { readOnly: true } : {}) }];
 }
 
-interface SpecOptions {
+interface SpecOptions extends NetworkOptions {
   image?: string;
   cpu?: string;
   memory?: string;
@@ -28,7 +29,7 @@ interface SpecOptions {
 
 function withSpecOptions(cmd: Command, withImage: boolean): Command {
   if (withImage) cmd.option("--image <ref>", 'image: "host" (default), "dir:<rootfs dir>" or "oci:<OCI layout dir or tar, or docker save archive>"');
-  return cmd
+  cmd
     .option("--cpu <quantity>", 'CPU limit, e.g. "500m" or "2"')
     .option("--memory <size>", 'memory limit, e.g. "512Mi"')
     .option("--storage <size>", 'disk size of each sandbox, e.g. "1Gi"')
@@ -37,6 +38,7 @@ function withSpecOptions(cmd: Command, withImage: boolean): Command {
     .option("-v, --volume <VOLUME:/path[:ro]>", "mount a volume in every sandbox (repeatable)", collectVolume)
     .option("--user <name|uid>", "user commands run as (never root)")
     .option("--workdir <path>", "default working directory");
+  return withNetworkOptions(cmd);
 }
 
 function specOf(opts: SpecOptions): Omit<CreateTemplateRequest, "name"> {
@@ -46,11 +48,13 @@ function specOf(opts: SpecOptions): Omit<CreateTemplateRequest, "name"> {
     ...(opts.storage !== undefined && { storage: opts.storage }),
     ...(opts.pids !== undefined && { pids: opts.pids }),
   };
+  const network = networkOf(opts);
   return {
     ...(opts.image !== undefined && { image: opts.image }),
     ...(Object.keys(resources).length > 0 && { resources }),
     ...(opts.env !== undefined && { env: opts.env }),
     ...(opts.volume !== undefined && { volumeMounts: opts.volume }),
+    ...(network !== undefined && { network }),
     ...(opts.user !== undefined && { user: opts.user }),
     ...(opts.workdir !== undefined && { workdir: opts.workdir }),
   };
@@ -69,7 +73,7 @@ function printTemplate(t: Template): void {
     ["WORKDIR", t.workdir],
     ["ENV", Object.keys(t.env).length > 0 ? Object.entries(t.env).map(([k, v]) => `${k}=${v}`).join(", ") : undefined],
     ["VOLUMES", t.volumeMounts.length > 0 ? t.volumeMounts.map((m) => `${m.volume}:${m.path}${m.readOnly ? ":ro" : ""}`).join(", ") : undefined],
-    ["NETWORK", t.network.mode],
+    ["NETWORK", formatNetwork(t.network)],
     ["CREATED", t.createdAt],
   ]);
 }
@@ -126,6 +130,7 @@ Examples:
 Examples:
   $ agentbox template create small --memory 256Mi --cpu 500m
   $ agentbox template create data --volume cache:/cache --volume refs:/refs:ro
+  $ agentbox template create pip --allow pypi.org --allow files.pythonhosted.org   # egress allowlist
   $ agentbox template create alpine --image oci:/srv/images/alpine.tar --json`,
     )
     .action(
@@ -259,7 +264,8 @@ Examples:
       `
 Examples:
   $ agentbox template update small --memory 1Gi
-  $ agentbox template update default --env HTTP_TIMEOUT=30`,
+  $ agentbox template update default --env HTTP_TIMEOUT=30
+  $ agentbox template update pip --allow pypi.org --allow '*.pythonhosted.org'    # replaces its network policy`,
     )
     .action(
       action(async (ctx, name: string, opts: SpecOptions) => {
