@@ -191,7 +191,7 @@ describe("network policy and exposed ports", () => {
     // A small HTTP + WebSocket echo server, with no dependencies, run inside the sandbox.
     const serverJs = `
 const http = require("http"), crypto = require("crypto");
-const s = http.createServer((q, r) => { r.setHeader("set-cookie", "app=1"); r.end(JSON.stringify({ url: q.url, auth: q.headers.authorization ?? null, cookie: q.headers.cookie ?? null, prefix: q.headers["x-forwarded-prefix"] })); });
+const s = http.createServer((q, r) => { r.setHeader("set-cookie", ["app=1", "wide=2; Path=/; Domain=example.com; HttpOnly"]); r.end(JSON.stringify({ url: q.url, auth: q.headers.authorization ?? null, cookie: q.headers.cookie ?? null, prefix: q.headers["x-forwarded-prefix"] })); });
 s.on("upgrade", (q, sock) => {
   const accept = crypto.createHash("sha1").update(q.headers["sec-websocket-key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64");
   sock.write("HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\nSec-WebSocket-Accept: " + accept + "\\r\\n\\r\\n");
@@ -228,7 +228,9 @@ s.listen(8000, "127.0.0.1", () => console.log("listening"));`;
       assert.deepEqual(seen, { url: "/page?a=1", auth: null, cookie: null, prefix: `/v1/sandboxes/${sb.id}/ports/8000` });
       // The page's next requests carry the cookie the proxy set (scoped to this port's path).
       const cookies = first.headers.getSetCookie();
-      assert.ok(cookies.includes("app=1"));
+      // The sandbox's own cookies stay under its port's path (no Domain, no reach into the API's paths).
+      assert.ok(cookies.includes(`app=1; Path=/v1/sandboxes/${sb.id}/ports/8000/`), cookies.join(" | "));
+      assert.ok(cookies.includes(`wide=2; Path=/v1/sandboxes/${sb.id}/ports/8000/; HttpOnly`), cookies.join(" | "));
       const ours = cookies.find((c) => c.startsWith("agentbox_port_token="))!;
       assert.match(ours, new RegExp(`Path=/v1/sandboxes/${sb.id}/ports/8000/; HttpOnly`));
       const byCookie = await fetch(`${h.server.url}/v1/sandboxes/${sb.id}/ports/8000/next`, { headers: { cookie: `${ours.split(";")[0]}; app=1` } });

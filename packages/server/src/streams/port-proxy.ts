@@ -57,6 +57,7 @@ export class PortProxy {
     upstream.on("response", (up) => {
       const out: OutgoingHttpHeaders = {};
       for (const [k, v] of Object.entries(up.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v;
+      if (out["set-cookie"]) out["set-cookie"] = (out["set-cookie"] as string[]).map((c) => confineCookie(c, portPrefix(target.sandboxId, target.port)));
       if (target.setCookie) out["set-cookie"] = ([] as string[]).concat((out["set-cookie"] as string[] | undefined) ?? [], target.setCookie);
       res.writeHead(up.statusCode ?? 502, up.statusMessage, out);
       up.pipe(res);
@@ -173,6 +174,25 @@ export class PortProxy {
     }
     return target;
   }
+}
+
+/**
+ * A cookie the sandbox's server sets stays with its own port: its Domain is dropped and its
+ * Path put under the port's prefix, so it cannot reach the API's paths or other sandboxes' ports.
+ */
+export function confineCookie(cookie: string, prefix: string): string {
+  const [pair, ...attrs] = cookie.split(";");
+  let path = "/";
+  const kept: string[] = [];
+  for (const a of attrs) {
+    const [name, ...value] = a.trim().split("=");
+    const lower = name!.toLowerCase();
+    if (lower === "domain") continue;
+    if (lower === "path") path = value.join("=") || "/";
+    else if (a.trim()) kept.push(a.trim());
+  }
+  const inner = path.startsWith("/") ? path : `/${path}`;
+  return [pair!.trim(), `Path=${prefix}${inner}`, ...kept].join("; ");
 }
 
 function readCookie(header: string | undefined, name: string): string | undefined {

@@ -51,13 +51,12 @@ const params = new URLSearchParams(location.search);
 const statusEl = document.getElementById("status");
 const setStatus = (text) => (statusEl.textContent = text);
 
+// The key stays in this page's memory only: pages served from sandboxes' exposed ports share
+// this origin, so nothing that outlives the page (storage, cookies) may hold it.
 function apiKey() {
   const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
-  if (fromHash) {
-    sessionStorage.setItem("agentbox-key", fromHash);
-    history.replaceState(null, "", location.pathname + location.search);
-  }
-  return fromHash || sessionStorage.getItem("agentbox-key");
+  if (fromHash) history.replaceState(null, "", location.pathname + location.search);
+  return fromHash;
 }
 
 async function start(key) {
@@ -74,7 +73,6 @@ async function start(key) {
   const info = await res.json();
   if (!res.ok) {
     setStatus("error: " + (info.error?.message ?? res.status));
-    if (res.status === 401) sessionStorage.removeItem("agentbox-key");
     return;
   }
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -108,7 +106,6 @@ else {
   form.onsubmit = (e) => {
     e.preventDefault();
     const k = document.getElementById("key").value.trim();
-    sessionStorage.setItem("agentbox-key", k);
     form.hidden = true;
     start(k);
   };
