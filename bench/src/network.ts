@@ -55,17 +55,29 @@ http.createServer((req, res) => {
   more();
 }).listen(0, "127.0.0.1", function () { console.log(this.address().port); });`;
 
-export interface NetworkResult {
-  proxyGet: Summary;
-  directGet: Summary;
+export interface ProxyModeResult {
+  get: Summary;
   getRatio: number;
-  proxyMBps: number;
-  directMBps: number;
+  MBps: number;
   throughputRatio: number;
   met: { get: boolean; throughput: boolean };
 }
 
-function runDirect(port: number, gets: number, bytes: number): Promise<{ gets: number[]; downloadMs: number }> {
+export interface NetworkResult {
+  directGet: Summary;
+  directMBps: number;
+  /** Absolute-form requests (HTTP_PROXY with an http:// url). */
+  plainHttp: ProxyModeResult;
+  /** A CONNECT tunnel (HTTPS_PROXY, ALL_PROXY-style clients). */
+  tunnel: ProxyModeResult;
+}
+
+interface Run {
+  gets: number[];
+  downloadMs: number;
+}
+
+function runDirect(port: number, gets: number, bytes: number): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["-e", CLIENT, "direct", String(port), String(gets), String(bytes)], { stdio: ["ignore", "pipe", "inherit"] });
     let out = "";
@@ -74,7 +86,7 @@ function runDirect(port: number, gets: number, bytes: number): Promise<{ gets: n
   });
 }
 
-async function runProxied(sb: Sandbox, port: number, gets: number, bytes: number, mode = "proxy"): Promise<{ gets: number[]; downloadMs: number }> {
+async function runProxied(sb: Sandbox, port: number, gets: number, bytes: number, mode: "proxy" | "connect"): Promise<Run> {
   const r = await sb.exec(["node", "/tmp/net-client.js", mode, String(port), String(gets), String(bytes)], { timeoutMs: 120_000 });
   if (r.exitCode !== 0) throw new Error(`proxied client failed: ${r.stderr}`);
   return JSON.parse(r.stdout);
@@ -88,28 +100,23 @@ export async function networkBench(client: Agentbox, rounds: number, gets: numbe
     try {
       await sb.files.write("/tmp/net-client.js", CLIENT);
       const bytes = 100 * 2 ** 20;
-      const direct: number[] = [];
-      const proxied: number[] = [];
-      const directMs: number[] = [];
-      const proxiedMs: number[] = [];
+      const runs = { direct: [] as Run[], proxy: [] as Run[], connect: [] as Run[] };
       for (let i = 0; i < rounds; i++) {
-        const d = await runDirect(port, gets, bytes);
-        const p = await runProxied(sb, port, gets, bytes);
-        const c = await runProxied(sb, port, gets, bytes, "connect");
-        console.log("connect", summarize(c.gets).p50, bytes / 1e6 / (c.downloadMs / 1000), "proxy", summarize(p.gets).p50, bytes / 1e6 / (p.downloadMs / 1000), "direct", summarize(d.gets).p50, bytes / 1e6 / (d.downloadMs / 1000));
-        direct.push(...d.gets);
-        proxied.push(...p.gets);
-        directMs.push(d.downloadMs);
-        proxiedMs.push(p.downloadMs);
+        runs.direct.push(await runDirect(port, gets, bytes));
+        runs.proxy.push(await runProxied(sb, port, gets, bytes, "proxy"));
+        runs.connect.push(await runProxied(sb, port, gets, bytes, "connect"));
       }
-      const proxyGet = summarize(proxied);
-      const directGet = summarize(direct);
-      const median = (xs: number[]) => summarize(xs).p50;
-      const directMBps = bytes / 1e6 / (median(directMs) / 1000);
-      const proxyMBps = bytes / 1e6 / (median(proxiedMs) / 1000);
-      const getRatio = proxyGet.p50 / directGet.p50;
-      const throughputRatio = proxyMBps / directMBps;
-      return { proxyGet, directGet, getRatio, proxyMBps, directMBps, throughputRatio, met: { get: getRatio <= 2, throughput: throughputRatio >= 0.5 } };
+      const rate = (rs: Run[]) => bytes / 1e6 / (summarize(rs.map((r) => r.downloadMs)).p50 / 1000);
+      const directGet = summarize(runs.direct.flatMap((r) => r.gets));
+      const directMBps = rate(runs.direct);
+      const mode = (rs: Run[]): ProxyModeResult => {
+        const get = summarize(rs.flatMap((r) => r.gets));
+        const MBps = rate(rs);
+        const getRatio = get.p50 / directGet.p50;
+        const throughputRatio = MBps / directMBps;
+        return { get, getRatio, MBps, throughputRatio, met: { get: getRatio <= 2, throughput: throughputRatio >= 0.5 } };
+      };
+      return { directGet, directMBps, plainHttp: mode(runs.proxy), tunnel: mode(runs.connect) };
     } finally {
       await sb.delete();
     }

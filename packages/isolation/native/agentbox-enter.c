@@ -406,6 +406,86 @@ out:
   free(env);
 }
 
+/*
+ * relay: take two sockets of the runtime (pidfd_getfd: the runtime cannot pass descriptors
+ * itself) and run `exec` (agentbox-net relay 3 4) on them, so bulk bytes of a proxied
+ * connection move by splice instead of through the runtime's event loop. Answers like spawn:
+ * "started" with the helper's stdout (its byte counts) and stderr, then "exit".
+ */
+static void handle_relay(char **fields, int n) {
+  const char *id = NULL, *exec_path = NULL;
+  long owner = -1, fa = -1, fb = -1;
+  for (int i = 1; i < n; i++) {
+    char *f = fields[i];
+    if (!strncmp(f, "id=", 3)) id = f + 3;
+    else if (!strncmp(f, "pid=", 4)) owner = strtol(f + 4, NULL, 10);
+    else if (!strncmp(f, "a=", 2)) fa = strtol(f + 2, NULL, 10);
+    else if (!strncmp(f, "b=", 2)) fb = strtol(f + 2, NULL, 10);
+    else if (!strncmp(f, "exec=", 5)) exec_path = f + 5;
+  }
+  if (!id) return;
+  if (owner <= 0 || fa < 0 || fb < 0 || !exec_path) {
+    errno = EINVAL;
+    reply_error(id, "incomplete relay request");
+    return;
+  }
+  int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)owner, 0);
+  if (pidfd < 0) return reply_error(id, "pidfd_open");
+  int a = (int)syscall(SYS_pidfd_getfd, pidfd, (int)fa, 0);
+  int b = a < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, (int)fb, 0);
+  close(pidfd);
+  int out_[2] = {-1, -1}, err_[2] = {-1, -1};
+  if (a < 0 || b < 0 || pipe2(out_, O_CLOEXEC) != 0 || pipe2(err_, O_CLOEXEC) != 0) {
+    reply_error(id, a < 0 || b < 0 ? "pidfd_getfd" : "pipe");
+    if (a >= 0) close(a);
+    if (b >= 0) close(b);
+    if (out_[0] >= 0) close(out_[0]), close(out_[1]);
+    return;
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    int ca = fcntl(a, F_DUPFD_CLOEXEC, 10), cb = fcntl(b, F_DUPFD_CLOEXEC, 10);
+    int cout = fcntl(out_[1], F_DUPFD_CLOEXEC, 10), cerr = fcntl(err_[1], F_DUPFD_CLOEXEC, 10);
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (ca < 0 || cb < 0 || cout < 0 || cerr < 0 || devnull < 0 || dup2(devnull, 0) < 0 || dup2(cout, 1) < 0 || dup2(cerr, 2) < 0 ||
+        dup2(ca, 3) < 0 || dup2(cb, 4) < 0)
+      _exit(127);
+    syscall(SYS_close_range, 5, ~0U, 0);
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    char *const argv[] = {"agentbox-net", "relay", "3", "4", NULL};
+    char *const envp[] = {NULL};
+    execve(exec_path, argv, envp);
+    _exit(127);
+  }
+  close(a);
+  close(b);
+  close(out_[1]);
+  close(err_[1]);
+  if (pid < 0) {
+    close(out_[0]);
+    close(err_[0]);
+    return reply_error(id, "fork");
+  }
+  struct job *j = calloc(1, sizeof *j);
+  j->id = strtol(id, NULL, 10);
+  j->pid = pid;
+  j->fds[0] = -1;
+  j->fds[1] = out_[0];
+  j->fds[2] = err_[0];
+  j->fds[3] = -1;
+  j->next = jobs;
+  jobs = j;
+  char f_id[64], f_pid[32], f_out[32], f_err[32];
+  snprintf(f_id, sizeof f_id, "id=%s", id);
+  snprintf(f_pid, sizeof f_pid, "pid=%d", pid);
+  snprintf(f_out, sizeof f_out, "stdout=%d", j->fds[1]);
+  snprintf(f_err, sizeof f_err, "stderr=%d", j->fds[2]);
+  const char *reply[] = {"started", f_id, f_pid, "stdin=-1", f_out, f_err, "info=-1", "nspid=0"};
+  send_frame(reply, 8);
+}
+
 static void handle_release(char **fields, int n) {
   for (int i = 1; i < n; i++) {
     if (strncmp(fields[i], "id=", 3)) continue;
@@ -501,6 +581,7 @@ static int serve(void) {
         }
         if (n > 0 && !strcmp(fields[0], "spawn")) handle_spawn(fields, n);
         else if (n > 0 && !strcmp(fields[0], "release")) handle_release(fields, n);
+        else if (n > 0 && !strcmp(fields[0], "relay")) handle_relay(fields, n);
         free(fields);
         memmove(buf, buf + 4 + len, have - 4 - len);
         have -= 4 + len;

@@ -6,6 +6,9 @@
  *       Listen on 127.0.0.1:PORT inside the sandbox's network namespace and relay each
  *       connection to the unix SOCKET (the host's egress proxy, bind-mounted in). This is
  *       the sandbox's only way out under an allowlist: it has no route, only loopback.
+ *   agentbox-net relay FD_A FD_B
+ *       Relay two connected sockets it was given (by the runtime's spawner, from the egress
+ *       proxy) until both directions end; print "A_TO_B B_TO_A" byte counts on stdout.
  *   agentbox-net connect PORT
  *       Connect to 127.0.0.1:PORT (then [::1]:PORT) inside the sandbox and relay it to
  *       stdin/stdout: one connection to an exposed port. Prints "connected" on stderr once
@@ -28,6 +31,9 @@
 #include <unistd.h>
 
 #define BUF_SIZE (256 * 1024)
+
+/* Bytes moved a → b and b → a by relay(). */
+static long long moved_ab, moved_ba;
 
 static int parse_port(const char *text) {
   char *end;
@@ -109,6 +115,7 @@ static void relay(int a_in, int a_out, int a_socket, int b_in, int b_out, int b_
     if (a_open && fds[0].revents) {
       ssize_t n = move_once(a_in, b_out, ab, &splice_ab, buf);
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n > 0) moved_ab += n;
       if (n <= 0) {
         a_open = 0;
         end_output(b_out, b_socket);
@@ -118,6 +125,7 @@ static void relay(int a_in, int a_out, int a_socket, int b_in, int b_out, int b_
     if (b_open && fds[1].revents) {
       ssize_t n = move_once(b_in, a_out, ba, &splice_ba, buf);
       if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (n > 0) moved_ba += n;
       if (n <= 0) {
         b_open = 0;
         end_output(a_out, a_socket);
@@ -199,8 +207,18 @@ static int cmd_connect(int port) {
   return 0;
 }
 
+static int cmd_relay(int a, int b) {
+  /* The sockets come from an event loop that made them non-blocking; the relay blocks. */
+  fcntl(a, F_SETFL, fcntl(a, F_GETFL) & ~O_NONBLOCK);
+  fcntl(b, F_SETFL, fcntl(b, F_GETFL) & ~O_NONBLOCK);
+  relay(a, a, 1, b, b, 1);
+  printf("%lld %lld\n", moved_ab, moved_ba);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  if (argc == 4 && !strcmp(argv[1], "relay")) return cmd_relay(atoi(argv[2]), atoi(argv[3]));
   if (argc == 4 && !strcmp(argv[1], "bridge")) {
     int port = parse_port(argv[2]);
     if (port < 0) return 2;

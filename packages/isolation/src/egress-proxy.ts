@@ -11,6 +11,7 @@ import { connect, createServer, isIP, type Server, type Socket } from "node:net"
 import { lookup as dnsLookup } from "node:dns/promises";
 import type { EgressLogEntry, NetworkPolicy } from "@agentbox/protocol";
 import { EgressPolicy } from "./network-policy.js";
+import type { SpawnedProcess } from "./spawner.js";
 
 /** Resolves a name to its addresses (the proxy's only view of DNS). */
 export type Resolver = (host: string) => Promise<string[]>;
@@ -41,15 +42,25 @@ const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "pro
 
 export interface EgressProxyOptions {
   resolve?: Resolver;
+  /**
+   * Splice two of our sockets together outside this process (the spawner's relay). Tunnels
+   * that carry more than HANDOFF_BYTES are handed to it; without it everything stays in Node.
+   */
+  relay?: (fdA: number, fdB: number) => Promise<SpawnedProcess>;
 }
+
+/** A tunnel is handed to the relay once it has carried this much (small ones stay: no spawn). */
+export const HANDOFF_BYTES = 1024 * 1024;
 
 export class EgressProxy {
   private readonly sandboxes = new Map<string, Attached>();
   private readonly http = createHttpServer({ keepAliveTimeout: 30_000 });
   private readonly resolve: Resolver;
+  private readonly relay: EgressProxyOptions["relay"];
 
   constructor(opts: EgressProxyOptions = {}) {
     this.resolve = opts.resolve ?? defaultResolver;
+    this.relay = opts.relay;
     this.http.on("request", (req, res) => void this.forward(req, res));
     this.http.on("connect", (req: IncomingMessage, socket: Socket, head: Buffer) => void this.tunnel(req, socket, head));
     this.http.on("clientError", (_err, socket: Socket) => {
@@ -229,8 +240,21 @@ export class EgressProxy {
         line.bytesOut += head.length;
         upstream.write(head);
       }
-      client.on("data", (chunk: Buffer) => (line.bytesOut += chunk.length));
-      upstream.on("data", (chunk: Buffer) => (line.bytesIn += chunk.length));
+      let handedOff = false;
+      const moved = () => {
+        if (!handedOff && this.relay && line.bytesIn + line.bytesOut >= HANDOFF_BYTES) {
+          handedOff = true;
+          void this.handOff(client, upstream, line);
+        }
+      };
+      client.on("data", (chunk: Buffer) => {
+        line.bytesOut += chunk.length;
+        moved();
+      });
+      upstream.on("data", (chunk: Buffer) => {
+        line.bytesIn += chunk.length;
+        moved();
+      });
       client.pipe(upstream);
       upstream.pipe(client);
       client.resume();
@@ -243,6 +267,63 @@ export class EgressProxy {
     client.on("error", () => upstream.destroy());
     client.on("close", () => upstream.destroy());
     upstream.on("close", () => client.destroy());
+  }
+
+  /**
+   * Move a busy tunnel's bytes out of this event loop: stop reading both sockets, pass on what
+   * Node already holds, wait until it is written, then let the relay helper splice the two
+   * sockets until they close. If the relay cannot start, the tunnel goes on through Node.
+   */
+  private async handOff(client: Socket, upstream: Socket, line: EgressLogEntry): Promise<void> {
+    const fdOf = (s: Socket) => (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+    const a = fdOf(client);
+    const b = fdOf(upstream);
+    if (a < 0 || b < 0 || client.destroyed || upstream.destroyed) return;
+    client.unpipe(upstream);
+    upstream.unpipe(client);
+    // pause() alone lets a socket read on until its buffer is full (and read() starts it
+    // again): stop the handle itself once what Node holds has been taken.
+    const stopReading = (s: Socket) => {
+      s.pause();
+      const handle = (s as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })._handle;
+      if (handle?.readStop) {
+        handle.reading = false;
+        handle.readStop();
+      }
+    };
+    const flush = (from: Socket, to: Socket) => {
+      stopReading(from);
+      for (let chunk: Buffer | null; (chunk = from.read() as Buffer | null) !== null; ) to.write(chunk);
+      stopReading(from);
+      return new Promise<void>((resolve) => to.write(Buffer.alloc(0), () => resolve()));
+    };
+    await Promise.all([flush(client, upstream), flush(upstream, client)]);
+    let proc: SpawnedProcess;
+    try {
+      if (client.destroyed || upstream.destroyed) throw new Error("closed");
+      proc = await this.relay!(a, b);
+    } catch {
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.resume();
+      upstream.resume();
+      return;
+    }
+    let counts = "";
+    proc.stdout.on("data", (d: Buffer) => (counts += d.toString()));
+    proc.stderr.resume();
+    // The relay owns the bytes now; our handles stay open (and idle) until it is done.
+    const stop = () => proc.kill("SIGKILL");
+    client.once("close", stop);
+    upstream.once("close", stop);
+    await proc.exited;
+    const [ab, ba] = counts.trim().split(" ").map(Number);
+    if (Number.isFinite(ab) && Number.isFinite(ba)) {
+      line.bytesOut += ab!;
+      line.bytesIn += ba!;
+    }
+    client.destroy();
+    upstream.destroy();
   }
 
   /** SOCKS5 (RFC 1928), CONNECT only, no authentication; names are resolved here (socks5h). */
