@@ -413,7 +413,7 @@ out:
  * "started" with the helper's stdout (its byte counts) and stderr, then "exit".
  */
 static void handle_relay(char **fields, int n) {
-  const char *id = NULL, *exec_path = NULL;
+  const char *id = NULL, *exec_path = NULL, *count = NULL;
   long owner = -1, fa = -1, fb = -1;
   for (int i = 1; i < n; i++) {
     char *f = fields[i];
@@ -422,6 +422,7 @@ static void handle_relay(char **fields, int n) {
     else if (!strncmp(f, "a=", 2)) fa = strtol(f + 2, NULL, 10);
     else if (!strncmp(f, "b=", 2)) fb = strtol(f + 2, NULL, 10);
     else if (!strncmp(f, "exec=", 5)) exec_path = f + 5;
+    else if (!strncmp(f, "count=", 6)) count = f + 6;
   }
   if (!id) return;
   if (owner <= 0 || fa < 0 || fb < 0 || !exec_path) {
@@ -454,7 +455,10 @@ static void handle_relay(char **fields, int n) {
     sigset_t all;
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
-    char *const argv[] = {"agentbox-net", "relay", "3", "4", NULL};
+    /* With a count: move that many bytes from b to a only (agentbox-net relay-n). */
+    char *const argv_all[] = {"agentbox-net", "relay", "3", "4", NULL};
+    char *const argv_n[] = {"agentbox-net", "relay-n", "3", "4", (char *)count, NULL};
+    char *const *argv = count ? argv_n : argv_all;
     char *const envp[] = {NULL};
     execve(exec_path, argv, envp);
     _exit(127);

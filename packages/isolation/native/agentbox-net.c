@@ -9,6 +9,9 @@
  *   agentbox-net relay FD_A FD_B
  *       Relay two connected sockets it was given (by the runtime's spawner, from the egress
  *       proxy) until both directions end; print "A_TO_B B_TO_A" byte counts on stdout.
+ *   agentbox-net relay-n FD_A FD_B N
+ *       Move exactly N bytes from FD_B to FD_A (the rest of a big HTTP response body) and print
+ *       the count moved. Both sockets stay non-blocking: the runtime keeps reading FD_A.
  *   agentbox-net connect PORT
  *       Connect to 127.0.0.1:PORT (then [::1]:PORT) inside the sandbox and relay it to
  *       stdin/stdout: one connection to an exposed port. Prints "connected" on stderr once
@@ -216,8 +219,49 @@ static int cmd_relay(int a, int b) {
   return 0;
 }
 
+/* Wait until fd is ready for `events` (both sockets stay non-blocking: their owner's event loop may read them). */
+static void wait_for(int fd, short events) {
+  struct pollfd p = {fd, events, 0};
+  while (poll(&p, 1, -1) < 0 && errno == EINTR) {}
+}
+
+static int cmd_relay_n(int a, int b, long long n) {
+  int p[2];
+  long long moved = 0;
+  if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return 1;
+  fcntl(p[1], F_SETPIPE_SZ, BUF_SIZE);
+  int failed = 0;
+  while (!failed && moved < n) {
+    size_t want = (size_t)(n - moved < BUF_SIZE ? n - moved : BUF_SIZE);
+    ssize_t r = splice(b, NULL, p[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (r < 0 && errno == EAGAIN) {
+      wait_for(b, POLLIN);
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    for (ssize_t left = r; left > 0;) {
+      ssize_t w = splice(p[0], NULL, a, NULL, (size_t)left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (w < 0 && errno == EAGAIN) {
+        wait_for(a, POLLOUT);
+        continue;
+      }
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        failed = 1;
+        break;
+      }
+      left -= w;
+    }
+    if (!failed) moved += r;
+  }
+  printf("%lld\n", moved);
+  return moved == n ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  if (argc == 5 && !strcmp(argv[1], "relay-n")) return cmd_relay_n(atoi(argv[2]), atoi(argv[3]), atoll(argv[4]));
   if (argc == 4 && !strcmp(argv[1], "relay")) return cmd_relay(atoi(argv[2]), atoi(argv[3]));
   if (argc == 4 && !strcmp(argv[1], "bridge")) {
     int port = parse_port(argv[2]);

@@ -6,11 +6,12 @@
  * proxy connects to the very address it checked (no second lookup to rebind).
  */
 import { chmodSync, rmSync } from "node:fs";
-import { createServer as createHttpServer, request as httpRequest, Agent, type IncomingMessage, type ServerResponse } from "node:http";
 import { connect, createServer, isIP, type Server, type Socket } from "node:net";
 import { lookup as dnsLookup } from "node:dns/promises";
 import type { EgressLogEntry, NetworkPolicy } from "@agentbox/protocol";
 import { EgressPolicy } from "./network-policy.js";
+import { serveHttpProxy, type Decision } from "./http-forwarder.js";
+import { SocketReader } from "./socket-reader.js";
 import type { SpawnedProcess } from "./spawner.js";
 
 /** Resolves a name to its addresses (the proxy's only view of DNS). */
@@ -30,15 +31,11 @@ interface Attached {
   server: Server;
   policy: EgressPolicy;
   log: EgressLogEntry[];
-  agent: Agent;
   connections: Set<Socket>;
 }
 
 /** Which sandbox a client socket came in for. */
 const sandboxOf = new WeakMap<Socket, Attached>();
-
-/** Hop-by-hop headers a proxy must not forward (RFC 9110 §7.6.1), plus the proxy's own. */
-const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade"]);
 
 export interface EgressProxyOptions {
   resolve?: Resolver;
@@ -46,7 +43,7 @@ export interface EgressProxyOptions {
    * Splice two of our sockets together outside this process (the spawner's relay). Tunnels
    * that carry more than HANDOFF_BYTES are handed to it; without it everything stays in Node.
    */
-  relay?: (fdA: number, fdB: number) => Promise<SpawnedProcess>;
+  relay?: (fdA: number, fdB: number, count?: number) => Promise<SpawnedProcess>;
 }
 
 /** A tunnel is handed to the relay once it has carried this much (small ones stay: no spawn). */
@@ -54,19 +51,12 @@ export const HANDOFF_BYTES = 1024 * 1024;
 
 export class EgressProxy {
   private readonly sandboxes = new Map<string, Attached>();
-  private readonly http = createHttpServer({ keepAliveTimeout: 30_000 });
   private readonly resolve: Resolver;
   private readonly relay: EgressProxyOptions["relay"];
 
   constructor(opts: EgressProxyOptions = {}) {
     this.resolve = opts.resolve ?? defaultResolver;
     this.relay = opts.relay;
-    this.http.on("request", (req, res) => void this.forward(req, res));
-    this.http.on("connect", (req: IncomingMessage, socket: Socket, head: Buffer) => void this.tunnel(req, socket, head));
-    this.http.on("clientError", (_err, socket: Socket) => {
-      if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
-      else socket.destroy();
-    });
   }
 
   /** Serve sandbox `id` on a new unix socket at `socketPath` (any local user may connect: only that sandbox sees it). */
@@ -78,7 +68,6 @@ export class EgressProxy {
       server: createServer((socket) => this.accept(entry, socket)),
       policy: new EgressPolicy(policy),
       log: [],
-      agent: new Agent({ keepAlive: true, maxSockets: 64 }),
       connections: new Set(),
     };
     await new Promise<void>((resolve, reject) => {
@@ -96,7 +85,10 @@ export class EgressProxy {
 
   log(id: string, limit = EGRESS_LOG_LIMIT): EgressLogEntry[] {
     const log = this.sandboxes.get(id)?.log ?? [];
-    return log.slice(Math.max(0, log.length - limit)).map((e) => ({ ...e }));
+    return log.slice(Math.max(0, log.length - limit)).map((e) => {
+      const { at, ...rest } = e as EgressLogEntry & { at: number };
+      return { ...rest, time: new Date(at).toISOString() };
+    });
   }
 
   /** Stop serving a sandbox and cut its open connections. */
@@ -105,7 +97,6 @@ export class EgressProxy {
     if (!entry) return;
     this.sandboxes.delete(id);
     for (const socket of entry.connections) socket.destroy();
-    entry.agent.destroy();
     await new Promise<void>((resolve) => entry.server.close(() => resolve()));
     rmSync(entry.socketPath, { force: true });
   }
@@ -129,14 +120,19 @@ export class EgressProxy {
       socket.unshift(first);
       if (first[0] === 5) void this.socks(entry, socket);
       else {
-        this.http.emit("connection", socket);
-        socket.resume();
+        void serveHttpProxy(socket, {
+          decide: (host, port) => this.decide(entry, host, port),
+          record: (fields) => this.record(entry, fields),
+          tunnel: (client, host, port, head) => void this.tunnel(entry, client, host, port, head),
+          ...(this.relay ? { relayBytes: (a: number, b: number, count: number) => this.relay!(a, b, count) } : {}),
+        });
       }
     });
   }
 
   private record(entry: Attached, fields: Omit<EgressLogEntry, "time" | "bytesOut" | "bytesIn">): EgressLogEntry {
-    const line: EgressLogEntry = { time: new Date().toISOString(), ...fields, bytesOut: 0, bytesIn: 0 };
+    // The time is formatted when the log is read, not on every request.
+    const line = { time: "", ...fields, bytesOut: 0, bytesIn: 0, at: Date.now() } as EgressLogEntry & { at: number };
     entry.log.push(line);
     if (entry.log.length > EGRESS_LOG_LIMIT) entry.log.splice(0, entry.log.length - EGRESS_LOG_LIMIT);
     return line;
@@ -155,65 +151,8 @@ export class EgressProxy {
     );
   }
 
-  /** A plain-HTTP request in absolute form (`GET http://host/path`). */
-  private forward(req: IncomingMessage, res: ServerResponse): void {
-    const entry = sandboxOf.get(req.socket);
-    if (!entry) return void res.destroy();
-    const target = parseAbsoluteUrl(req.url ?? "");
-    if (!target) return deny(res, 400, "this is a proxy: send absolute http:// URLs, or CONNECT host:port for anything else");
-    const { host, port, path } = target;
-    const decided = this.decide(entry, host, port);
-    // Address literals are decided at once: no promise on the path of every request.
-    if ("then" in decided) void decided.then((d) => this.send(entry, req, res, host, port, path, d));
-    else this.send(entry, req, res, host, port, path, decided);
-  }
-
-  private send(entry: Attached, req: IncomingMessage, res: ServerResponse, host: string, port: number, path: string, decision: Decision): void {
-    if ("reason" in decision) {
-      this.record(entry, { host: bareHost(host), port, allowed: false, reason: decision.reason, protocol: "http" });
-      return deny(res, 403, decision.reason);
-    }
-    const line = this.record(entry, { host: bareHost(host), port, allowed: true, address: decision.address, protocol: "http" });
-    const upstream = httpRequest({
-      host: decision.address,
-      port,
-      method: req.method,
-      path,
-      headers: withoutHopByHop(req.rawHeaders),
-      setHost: false,
-      agent: entry.agent,
-    });
-    // A connect timeout only: a kept-alive socket costs no timer per request.
-    upstream.once("socket", (socket: Socket) => {
-      if (!socket.connecting) return;
-      const timer = setTimeout(() => upstream.destroy(new Error("connect timed out")), CONNECT_TIMEOUT_MS);
-      socket.once("connect", () => clearTimeout(timer));
-      socket.once("close", () => clearTimeout(timer));
-    });
-    upstream.on("response", (up) => {
-      res.writeHead(up.statusCode ?? 502, up.statusMessage, withoutHopByHop(up.rawHeaders));
-      up.on("data", (chunk: Buffer) => (line.bytesIn += chunk.length));
-      up.pipe(res);
-    });
-    upstream.on("error", (err) => {
-      if (!res.headersSent) deny(res, 502, `cannot reach ${host}:${port}: ${err.message}`);
-      else res.destroy();
-    });
-    req.on("data", (chunk: Buffer) => (line.bytesOut += chunk.length));
-    req.pipe(upstream);
-  }
-
   /** `CONNECT host:port`: a raw tunnel (HTTPS, git, anything over TCP). */
-  private async tunnel(req: IncomingMessage, client: Socket, head: Buffer): Promise<void> {
-    const entry = sandboxOf.get(client);
-    if (!entry) return void client.destroy();
-    const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):([0-9]{1,5})$/.exec(req.url ?? "");
-    const port = Number(m?.[2]);
-    if (!m || port < 1 || port > 65535) {
-      client.end("HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nCONNECT needs host:port\n");
-      return;
-    }
-    const host = m[1]!;
+  private async tunnel(entry: Attached, client: Socket, host: string, port: number, head: Buffer): Promise<void> {
     const decision = await this.decide(entry, host, port);
     if ("reason" in decision) {
       this.record(entry, { host: bareHost(host), port, allowed: false, reason: decision.reason, protocol: "connect" });
@@ -328,25 +267,26 @@ export class EgressProxy {
 
   /** SOCKS5 (RFC 1928), CONNECT only, no authentication; names are resolved here (socks5h). */
   private async socks(entry: Attached, client: Socket): Promise<void> {
-    const reader = new ByteReader(client);
+    // A SOCKS handshake is a few dozen bytes: more unread than this is not one.
+    const reader = new SocketReader(client, 1024);
     try {
-      const [version, methods] = await reader.read(2);
+      const [version, methods] = await reader.exact(2);
       if (version !== 5) throw new Error("not SOCKS5");
-      const offered = await reader.read(methods!);
+      const offered = await reader.exact(methods!);
       if (!offered.includes(0)) {
         client.end(Buffer.from([5, 0xff]));
         return;
       }
       client.write(Buffer.from([5, 0]));
-      const [, cmd, , atyp] = await reader.read(4);
+      const [, cmd, , atyp] = await reader.exact(4);
       let host: string;
-      if (atyp === 1) host = [...(await reader.read(4))].join(".");
-      else if (atyp === 3) host = (await reader.read((await reader.read(1))[0]!)).toString("latin1");
+      if (atyp === 1) host = [...(await reader.exact(4))].join(".");
+      else if (atyp === 3) host = (await reader.exact((await reader.exact(1))[0]!)).toString("latin1");
       else if (atyp === 4) {
-        const raw = await reader.read(16);
+        const raw = await reader.exact(16);
         host = Array.from({ length: 8 }, (_, i) => raw.readUInt16BE(i * 2).toString(16)).join(":");
       } else throw new Error("bad address type");
-      const port = (await reader.read(2)).readUInt16BE(0);
+      const port = (await reader.exact(2)).readUInt16BE(0);
       const reply = (code: number) => Buffer.from([5, code, 0, 1, 0, 0, 0, 0, 0, 0]);
       if (cmd !== 1) {
         client.end(reply(7)); // command not supported
@@ -367,78 +307,10 @@ export class EgressProxy {
   }
 }
 
-type Decision = { address: string } | { reason: string };
-
-/** `http://host[:port]/path?query` → its parts (the only form a proxy is sent for plain HTTP). */
-function parseAbsoluteUrl(url: string): { host: string; port: number; path: string } | undefined {
-  const m = /^http:\/\/(\[[0-9a-fA-F:.]+\]|[^/?#:@\s]+)(?::([0-9]{1,5}))?([/?][^#\s]*)?$/i.exec(url);
-  if (!m) return undefined;
-  const port = m[2] ? Number(m[2]) : 80;
-  if (port < 1 || port > 65535) return undefined;
-  const rest = m[3] ?? "/";
-  return { host: m[1]!.toLowerCase(), port, path: rest.startsWith("?") ? `/${rest}` : rest };
-}
-
-/** A rawHeaders list (name, value, name, value…) without the hop-by-hop headers. */
-function withoutHopByHop(raw: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) if (!HOP_BY_HOP.has(raw[i]!.toLowerCase())) out.push(raw[i]!, raw[i + 1]!);
-  return out;
-}
-
 function bareHost(host: string): string {
   return host.startsWith("[") ? host.slice(1, -1) : host;
 }
 
 function headerSafe(text: string): string {
   return text.replace(/[^\x20-\x7e]/g, "?");
-}
-
-function deny(res: ServerResponse, status: number, reason: string): void {
-  const body = `${reason}\n`;
-  res.writeHead(status, { "content-type": "text/plain", "content-length": Buffer.byteLength(body), "x-agentbox-reason": headerSafe(reason) });
-  res.end(body);
-}
-
-/** Reads exact byte counts from a paused socket (the SOCKS handshake). */
-class ByteReader {
-  private buffered = Buffer.alloc(0);
-  private waiter: (() => void) | undefined;
-  private ended = false;
-  private readonly onData = (chunk: Buffer) => {
-    this.buffered = Buffer.concat([this.buffered, chunk]);
-    if (this.buffered.length > 1024) this.socket.destroy(); // a handshake is never this long
-    this.waiter?.();
-  };
-  private readonly onEnd = () => {
-    this.ended = true;
-    this.waiter?.();
-  };
-
-  constructor(private readonly socket: Socket) {
-    socket.on("data", this.onData);
-    socket.once("end", this.onEnd);
-    socket.once("close", this.onEnd);
-    socket.resume();
-  }
-
-  async read(n: number): Promise<Buffer> {
-    while (this.buffered.length < n) {
-      if (this.ended) throw new Error("closed during the handshake");
-      await new Promise<void>((resolve) => (this.waiter = resolve));
-      this.waiter = undefined;
-    }
-    const out = this.buffered.subarray(0, n);
-    this.buffered = this.buffered.subarray(n);
-    return out;
-  }
-
-  /** Stop reading; whatever arrived past the handshake. */
-  detach(): Buffer {
-    this.socket.off("data", this.onData);
-    this.socket.off("end", this.onEnd);
-    this.socket.off("close", this.onEnd);
-    this.socket.pause();
-    return this.buffered;
-  }
 }

@@ -70,6 +70,9 @@ function portMatches(rule: NetworkRule, port: number): boolean {
 export class EgressPolicy {
   private readonly allow: Compiled;
   private readonly deny: Compiled;
+  /** Verdicts by "host port": rules never change within one policy (a new policy is a new object). */
+  private readonly hostCache = new Map<string, Verdict>();
+  private readonly addressCache = new Map<string, { address: string } | { reason: string }>();
 
   constructor(readonly policy: NetworkPolicy) {
     this.allow = compile(policy.allow);
@@ -104,6 +107,16 @@ export class EgressPolicy {
 
   /** May the sandbox ask for host:port at all (before resolving)? */
   checkHost(rawHost: string, port: number): Verdict {
+    const key = `${rawHost} ${port}`;
+    const cached = this.hostCache.get(key);
+    if (cached) return cached;
+    const verdict = this.checkHostUncached(rawHost, port);
+    if (this.hostCache.size >= 4096) this.hostCache.clear();
+    this.hostCache.set(key, verdict);
+    return verdict;
+  }
+
+  private checkHostUncached(rawHost: string, port: number): Verdict {
     if (this.policy.mode !== "allowlist") return { allowed: false, reason: `network mode is ${this.policy.mode}` };
     const host = normalizeHost(rawHost);
     if (EgressPolicy.matchesHost(this.deny, host, port)) return { allowed: false, reason: `${host}:${port} matches a deny rule` };
@@ -117,6 +130,16 @@ export class EgressPolicy {
    * loopback or a metadata service is still refused).
    */
   pickAddress(host: string, addresses: string[], port: number): { address: string } | { reason: string } {
+    const key = `${host} ${port} ${addresses.join(",")}`;
+    const cached = this.addressCache.get(key);
+    if (cached) return cached;
+    const picked = this.pickAddressUncached(host, addresses, port);
+    if (this.addressCache.size >= 4096) this.addressCache.clear();
+    this.addressCache.set(key, picked);
+    return picked;
+  }
+
+  private pickAddressUncached(host: string, addresses: string[], port: number): { address: string } | { reason: string } {
     let reason = `${host} did not resolve to any address`;
     for (const address of addresses) {
       if (EgressPolicy.matchesAddress(this.deny, address, port)) {

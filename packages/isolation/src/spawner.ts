@@ -117,12 +117,15 @@ export class Spawner {
    * Splice two sockets of process `owner` (ours) together in a helper (`exec`: agentbox-net),
    * which the spawner takes with pidfd_getfd. Its stdout carries the byte counts at the end.
    */
-  relay(owner: number, fdA: number, fdB: number, exec: string): Promise<SpawnedProcess> {
+  relay(owner: number, fdA: number, fdB: number, exec: string, count?: number): Promise<SpawnedProcess> {
     if (!this.child || this.dead) return Promise.reject(this.dead ?? new Error("spawner not started"));
     const id = this.nextId++;
+    const fields = ["relay", `id=${id}`, `pid=${owner}`, `a=${fdA}`, `b=${fdB}`, `exec=${exec}`];
+    // With a count: only `count` bytes from B to A, then both sockets are ours again.
+    if (count !== undefined) fields.push(`count=${Math.floor(count)}`);
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.send(["relay", `id=${id}`, `pid=${owner}`, `a=${fdA}`, `b=${fdB}`, `exec=${exec}`]);
+      this.send(fields);
     });
   }
 
