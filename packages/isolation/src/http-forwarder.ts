@@ -218,7 +218,12 @@ export async function serveHttpProxy(client: Socket, ctx: ForwardContext): Promi
         () => undefined,
       );
       const result = await forwardResponse(up, client, method, line, ctx, reader);
-      if (result === "upgraded") return;
+      if (result === "upgraded") {
+        // Both sockets belong to the raw stream now.
+        client.off("close", dropUpstream);
+        upstream = undefined;
+        return;
+      }
       // A response that ended before its request's body did: neither connection can go on.
       if (result === "close" || !bodyFinished) dropUpstream();
       if (!bodyFinished || !clientKeepAlive || result === "close-client") return void client.end();
@@ -276,11 +281,14 @@ async function copyBody(from: SocketReader, to: Socket, framing: Framing, count:
           if (trailer.length === 2) return;
         }
       }
-      for (let left = size + 2; left > 0; ) {
+      // The chunk's data and its CRLF; only the data counts.
+      for (let left = size + 2, data = size; left > 0; ) {
         const chunk = await from.some(Math.min(left, 256 * 1024));
         if (!chunk) throw new Error("the body ended early");
         left -= chunk.length;
-        count(chunk.length);
+        const counted = Math.min(chunk.length, data);
+        data -= counted;
+        count(counted);
         await write(to, chunk);
       }
     }

@@ -11,3 +11,4 @@ export * from "./image-store.js";
 export * from "./network-policy.js";
 export * from "./egress-proxy.js";
 export * from "./open-network.js";
+export { parseAbsoluteUrl } from "./http-forwarder.js";

@@ -75,6 +75,7 @@ export class SocketReader {
     let from = 0;
     for (;;) {
       const at = this.buffered.indexOf(delimiter, from);
+      if (at >= 0 && at + delimiter.length > max) throw new HeadTooLargeError(`more than ${max} bytes without a line end`);
       if (at >= 0) return this.take(at + delimiter.length);
       if (this.buffered.length > max) throw new HeadTooLargeError(`more than ${max} bytes without a line end`);
       from = Math.max(0, this.buffered.length - delimiter.length + 1);
@@ -139,6 +140,13 @@ export class SocketReader {
   }
 
   resumeSource(): void {
+    // The stream may still count a read as in flight (so resume() alone would not read):
+    // start the handle again ourselves.
+    const handle = (this.socket as unknown as { _handle?: { reading?: boolean; readStart?: () => number } })._handle;
+    if (handle?.readStart && !handle.reading) {
+      handle.reading = true;
+      handle.readStart();
+    }
     this.socket.resume();
   }
 

@@ -101,7 +101,7 @@ export class SandboxManager {
   /** Disk use of each slot's empty disk. */
   private readonly diskBaselines = new Map<number, number>();
   /** One egress proxy for every allowlist sandbox, each on its own socket. */
-  private readonly egress = new EgressProxy({ relay: (a, b) => this.spawner.relay(process.pid, a, b, NET_HELPER) });
+  private readonly egress = new EgressProxy({ relay: (a, b, count) => this.spawner.relay(process.pid, a, b, NET_HELPER, count) });
 
   constructor(private readonly dataDir: string, cgroups?: CgroupDriver) {
     this.cgroups = cgroups ?? detectCgroups();

@@ -113,17 +113,20 @@ describe("network policy and exposed ports", () => {
     const sb = await h.createSandbox({ network: { mode: "allowlist", allow: [`127.0.0.1:${a.port}`] } });
     const size = 8 * 1024 * 1024;
     const want = createHash("sha256").update(Buffer.alloc(size, 120)).digest("hex");
-    const r = await sh(sb.id, `curl -sS --noproxy '' --proxytunnel http://127.0.0.1:${a.port}/bytes/${size} | sha256sum; curl -sS --noproxy '' --socks5-hostname 127.0.0.1:3128 http://127.0.0.1:${a.port}/bytes/${size} | sha256sum`);
-    assert.equal(r.stdout, `${want}  -\n${want}  -\n`);
+    const r = await sh(sb.id, `curl -sS --noproxy '' --proxytunnel http://127.0.0.1:${a.port}/bytes/${size} | sha256sum; curl -sS --noproxy '' --socks5-hostname 127.0.0.1:3128 http://127.0.0.1:${a.port}/bytes/${size} | sha256sum; curl -sS --noproxy '' http://127.0.0.1:${a.port}/bytes/${size} http://127.0.0.1:${a.port}/after | sha256sum`);
+    const plainWant = createHash("sha256").update(Buffer.concat([Buffer.alloc(size, 120), Buffer.from("A /after")])).digest("hex");
+    // Plain HTTP: the body goes through the relay too, and the connection is usable after it.
+    assert.equal(r.stdout, `${want}  -\n${want}  -\n${plainWant}  -\n`);
     // The log counts the bytes the relay moved too (once it has exited: give it a moment).
     let entries: Array<Record<string, any>> = [];
     for (let i = 0; i < 50; i++) {
       entries = (await h.api("GET", `/v1/sandboxes/${sb.id}/network/log`)).body.entries;
-      if (entries.every((e) => e.bytesIn > size)) break;
+      if (entries.slice(0, 3).every((e) => e.bytesIn >= size)) break;
       await sleep(100);
     }
-    assert.deepEqual(entries.map((e) => e.protocol), ["connect", "socks"]);
-    for (const e of entries) {
+    assert.deepEqual(entries.map((e) => e.protocol), ["connect", "socks", "http", "http"]);
+    assert.deepEqual(entries.slice(2).map((e) => [e.bytesOut, e.bytesIn]), [[0, size], [0, "A /after".length]]);
+    for (const e of entries.slice(0, 2)) {
       assert.ok(e.bytesIn > size && e.bytesIn < size + 1000, `bytesIn ${e.bytesIn}`);
       assert.ok(e.bytesOut > 50 && e.bytesOut < 1000, `bytesOut ${e.bytesOut}`);
     }
