@@ -22,7 +22,7 @@ const defaultResolver: Resolver = async (host) => (await dnsLookup(host, { all: 
 /** Entries kept per sandbox (oldest dropped first). */
 export const EGRESS_LOG_LIMIT = 1000;
 /** Connections one sandbox may hold open through the proxy at once. */
-export const MAX_CONNECTIONS_PER_SANDBOX = 512;
+export const MAX_CONNECTIONS_PER_SANDBOX = 256;
 const CONNECT_TIMEOUT_MS = 10_000;
 
 interface Attached {

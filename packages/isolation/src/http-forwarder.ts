@@ -26,6 +26,11 @@ export interface ForwardContext {
 const MAX_HEAD = 64 * 1024;
 const MAX_LINE = 16 * 1024;
 const CONNECT_TIMEOUT_MS = 10_000;
+/**
+ * Unread bytes held per socket before it is paused: bounds the runtime's memory per sandbox
+ * (MAX_CONNECTIONS_PER_SANDBOX × 2 sockets × this).
+ */
+const READ_AHEAD_BYTES = 128 * 1024;
 /** Response bodies up to this size are sent with their head in one write. */
 const SMALL_BODY_BYTES = 16 * 1024;
 /** Response bodies with more left than this go to the splice relay. */
@@ -133,7 +138,7 @@ function fdOf(s: Socket): number {
 
 /** Serve one client connection of a sandbox until it closes. */
 export async function serveHttpProxy(client: Socket, ctx: ForwardContext): Promise<void> {
-  const reader = new SocketReader(client);
+  const reader = new SocketReader(client, READ_AHEAD_BYTES);
   let upstream: Upstream | undefined;
   const dropUpstream = () => {
     upstream?.socket.destroy();
@@ -243,7 +248,7 @@ function openUpstream(key: string, address: string, port: number): Promise<Upstr
       clearTimeout(timer);
       socket.off("error", reject);
       socket.on("error", () => undefined);
-      resolve({ key, socket, reader: new SocketReader(socket) });
+      resolve({ key, socket, reader: new SocketReader(socket, READ_AHEAD_BYTES) });
     });
     socket.once("error", (err) => {
       clearTimeout(timer);

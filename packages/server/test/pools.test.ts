@@ -107,7 +107,8 @@ describe("pools", () => {
     const later = await pool("sad");
     assert.ok(later.failed <= 4, `failed ${later.failed} times in ~2 s`);
     const failedSandboxes = (await h.api("GET", "/v1/sandboxes?pool=sad&status=deleted")).body.sandboxes.length;
-    assert.ok(failedSandboxes <= 4);
+    // Read after `later`: up to two more attempts (creates in flight) may have ended since.
+    assert.ok(failedSandboxes <= later.failed + 2, `${failedSandboxes} failed sandboxes, pool says ${later.failed}`);
     // Fixing the template lets the pool recover.
     await h.api("PATCH", "/v1/templates/broken", { user: "user" });
     await until("recovery", async () => ((await pool("sad")).ready === 2 ? true : undefined), 90_000);

@@ -81,7 +81,7 @@ describe("templates", () => {
       [{ name: "x", user: "0" }, /^user: sandboxes never run as root/],
       [{ name: "x", workdir: "relative" }, /^workdir: must be an absolute path/],
       [{ name: "x", volumeMounts: [{ volume: "v", path: "/proc/x" }] }, /^volumeMounts\.0\.path: /],
-      [{ name: "x", network: { mode: "open" } }, /^network\.mode: "open" is not available yet/],
+      [{ name: "x", network: { mode: "allowlist", allow: ["bad host"] } }, /^network\.allow\.0: "bad host" is not a host name/],
     ] as Array<[Record<string, unknown>, RegExp]>) {
       const res = await h.api("POST", "/v1/templates", body);
       assert.equal(res.status, 400, JSON.stringify(body));
