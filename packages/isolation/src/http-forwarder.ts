@@ -111,10 +111,11 @@ export function parseAbsoluteUrl(url: string): { host: string; port: number; pat
   return { host: m[1]!.toLowerCase(), port, path: rest.startsWith("?") ? `/${rest}` : rest };
 }
 
-async function write(socket: Socket, data: Buffer | string): Promise<void> {
-  if (socket.destroyed) throw new Error("connection closed");
-  if (socket.write(data)) return;
-  await Promise.race([once(socket, "drain"), once(socket, "close").then(() => Promise.reject(new Error("connection closed")))]);
+/** Write; a promise only when the socket asks us to wait (most writes cost no promise at all). */
+function write(socket: Socket, data: Buffer | string): Promise<void> | undefined {
+  if (socket.destroyed) return Promise.reject(new Error("connection closed"));
+  if (socket.write(data)) return undefined;
+  return Promise.race([once(socket, "drain").then(() => undefined), once(socket, "close").then(() => Promise.reject(new Error("connection closed")))]);
 }
 
 function simpleResponse(status: number, reason: string, text: string, close: boolean): string {
