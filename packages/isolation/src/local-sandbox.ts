@@ -5,7 +5,6 @@
  * holder's namespaces before they run.
  */
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import type { SandboxLimits } from "@agentbox/protocol";
 import type { CgroupDriver, CgroupGroup, SandboxCgroup } from "./cgroups.js";
 import { SANDBOX_GID, SANDBOX_HOME, SANDBOX_UID, SANDBOX_USER } from "./host-image.js";
