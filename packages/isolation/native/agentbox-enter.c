@@ -297,6 +297,30 @@ static void reply_error(const char *id, const char *message) {
   send_frame(f, 3);
 }
 
+/* Remember a started process with our ends of its pipes (-1: none) and tell the runtime. */
+static void start_job(const char *id, pid_t pid, int in, int out, int err, int info, pid_t nspid) {
+  struct job *j = calloc(1, sizeof *j);
+  if (!j) die("calloc");
+  j->id = strtol(id, NULL, 10);
+  j->pid = pid;
+  j->fds[0] = in;
+  j->fds[1] = out;
+  j->fds[2] = err;
+  j->fds[3] = info;
+  j->next = jobs;
+  jobs = j;
+  char f_id[64], f_pid[32], f_in[32], f_out[32], f_err[32], f_info[32], f_nspid[32];
+  snprintf(f_id, sizeof f_id, "id=%s", id);
+  snprintf(f_pid, sizeof f_pid, "pid=%d", pid);
+  snprintf(f_in, sizeof f_in, "stdin=%d", in);
+  snprintf(f_out, sizeof f_out, "stdout=%d", out);
+  snprintf(f_err, sizeof f_err, "stderr=%d", err);
+  snprintf(f_info, sizeof f_info, "info=%d", info);
+  snprintf(f_nspid, sizeof f_nspid, "nspid=%d", nspid);
+  const char *reply[] = {"started", f_id, f_pid, f_in, f_out, f_err, f_info, f_nspid};
+  send_frame(reply, 8);
+}
+
 static void handle_spawn(char **fields, int n) {
   struct spec s = {.root_fd = -1, .uid = -1, .gid = -1, .pid_fd = -1};
   const char *id = NULL;
@@ -382,25 +406,7 @@ static void handle_spawn(char **fields, int n) {
   close(out_[1]);
   close(err_[1]);
   if (info[1] >= 0) close(info[1]);
-  struct job *j = calloc(1, sizeof *j);
-  j->id = strtol(id, NULL, 10);
-  j->pid = pid;
-  j->fds[0] = in[1];
-  j->fds[1] = out_[0];
-  j->fds[2] = err_[0];
-  j->fds[3] = info[0];
-  j->next = jobs;
-  jobs = j;
-  char f_id[64], f_pid[32], f_in[32], f_out[32], f_err[32], f_info[32], f_nspid[32];
-  snprintf(f_id, sizeof f_id, "id=%s", id);
-  snprintf(f_pid, sizeof f_pid, "pid=%d", pid);
-  snprintf(f_in, sizeof f_in, "stdin=%d", j->fds[0]);
-  snprintf(f_out, sizeof f_out, "stdout=%d", j->fds[1]);
-  snprintf(f_err, sizeof f_err, "stderr=%d", j->fds[2]);
-  snprintf(f_info, sizeof f_info, "info=%d", j->fds[3]);
-  snprintf(f_nspid, sizeof f_nspid, "nspid=%d", nspid);
-  const char *reply[] = {"started", f_id, f_pid, f_in, f_out, f_err, f_info, f_nspid};
-  send_frame(reply, 8);
+  start_job(id, pid, in[1], out_[0], err_[0], info[0], nspid);
 out:
   free(argv);
   free(env);
@@ -477,22 +483,7 @@ static void handle_relay(char **fields, int n) {
     close(err_[0]);
     return reply_error(id, "fork");
   }
-  struct job *j = calloc(1, sizeof *j);
-  j->id = strtol(id, NULL, 10);
-  j->pid = pid;
-  j->fds[0] = -1;
-  j->fds[1] = out_[0];
-  j->fds[2] = err_[0];
-  j->fds[3] = -1;
-  j->next = jobs;
-  jobs = j;
-  char f_id[64], f_pid[32], f_out[32], f_err[32];
-  snprintf(f_id, sizeof f_id, "id=%s", id);
-  snprintf(f_pid, sizeof f_pid, "pid=%d", pid);
-  snprintf(f_out, sizeof f_out, "stdout=%d", j->fds[1]);
-  snprintf(f_err, sizeof f_err, "stderr=%d", j->fds[2]);
-  const char *reply[] = {"started", f_id, f_pid, "stdin=-1", f_out, f_err, "info=-1", "nspid=0"};
-  send_frame(reply, 8);
+  start_job(id, pid, -1, out_[0], err_[0], -1, 0);
 }
 
 static void handle_release(char **fields, int n) {

@@ -10,8 +10,8 @@ import { connect, createServer, isIP, type Server, type Socket } from "node:net"
 import { lookup as dnsLookup } from "node:dns/promises";
 import type { EgressLogEntry, NetworkPolicy } from "@agentbox/protocol";
 import { EgressPolicy } from "./network-policy.js";
-import { serveHttpProxy, type Decision } from "./http-forwarder.js";
-import { SocketReader } from "./socket-reader.js";
+import { RELAY_THRESHOLD_BYTES, proxyResponse, serveHttpProxy, type Decision } from "./http-forwarder.js";
+import { SocketReader, socketFd, startReading, stopReading } from "./socket-reader.js";
 import type { SpawnedProcess } from "./spawner.js";
 
 /** Resolves a name to its addresses (the proxy's only view of DNS). */
@@ -41,13 +41,10 @@ export interface EgressProxyOptions {
   resolve?: Resolver;
   /**
    * Splice two of our sockets together outside this process (the spawner's relay). Tunnels
-   * that carry more than HANDOFF_BYTES are handed to it; without it everything stays in Node.
+   * that carry more than RELAY_THRESHOLD_BYTES are handed to it; without it everything stays in Node.
    */
   relay?: (fdA: number, fdB: number, count?: number) => Promise<SpawnedProcess>;
 }
-
-/** A tunnel is handed to the relay once it has carried this much (small ones stay: no spawn). */
-export const HANDOFF_BYTES = 1024 * 1024;
 
 export class EgressProxy {
   private readonly sandboxes = new Map<string, Attached>();
@@ -156,13 +153,12 @@ export class EgressProxy {
     const decision = await this.decide(entry, host, port);
     if ("reason" in decision) {
       this.record(entry, { host: bareHost(host), port, allowed: false, reason: decision.reason, protocol: "connect" });
-      const body = `${decision.reason}\n`;
-      client.end(`HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-agentbox-reason: ${headerSafe(decision.reason)}\r\nconnection: close\r\n\r\n${body}`);
+      client.end(proxyResponse(403, "Forbidden", decision.reason, true));
       return;
     }
     const line = this.record(entry, { host: bareHost(host), port, allowed: true, address: decision.address, protocol: "connect" });
     this.splice(client, decision.address, port, line, head, () => client.write("HTTP/1.1 200 Connection Established\r\n\r\n"), (err) =>
-      client.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\ncannot reach ${bareHost(host)}:${port}: ${err.message}\n`),
+      client.end(proxyResponse(502, "Bad Gateway", `cannot reach ${bareHost(host)}:${port}: ${err.message}`, true)),
     );
   }
 
@@ -181,7 +177,7 @@ export class EgressProxy {
       }
       let handedOff = false;
       const moved = () => {
-        if (!handedOff && this.relay && line.bytesIn + line.bytesOut >= HANDOFF_BYTES) {
+        if (!handedOff && this.relay && line.bytesIn + line.bytesOut >= RELAY_THRESHOLD_BYTES) {
           handedOff = true;
           void this.handOff(client, upstream, line);
         }
@@ -214,22 +210,11 @@ export class EgressProxy {
    * sockets until they close. If the relay cannot start, the tunnel goes on through Node.
    */
   private async handOff(client: Socket, upstream: Socket, line: EgressLogEntry): Promise<void> {
-    const fdOf = (s: Socket) => (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
-    const a = fdOf(client);
-    const b = fdOf(upstream);
+    const a = socketFd(client);
+    const b = socketFd(upstream);
     if (a < 0 || b < 0 || client.destroyed || upstream.destroyed) return;
     client.unpipe(upstream);
     upstream.unpipe(client);
-    // pause() alone lets a socket read on until its buffer is full (and read() starts it
-    // again): stop the handle itself once what Node holds has been taken.
-    const stopReading = (s: Socket) => {
-      s.pause();
-      const handle = (s as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })._handle;
-      if (handle?.readStop) {
-        handle.reading = false;
-        handle.readStop();
-      }
-    };
     const flush = (from: Socket, to: Socket) => {
       stopReading(from);
       for (let chunk: Buffer | null; (chunk = from.read() as Buffer | null) !== null; ) to.write(chunk);
@@ -244,8 +229,8 @@ export class EgressProxy {
     } catch {
       client.pipe(upstream);
       upstream.pipe(client);
-      client.resume();
-      upstream.resume();
+      startReading(client);
+      startReading(upstream);
       return;
     }
     let counts = "";
@@ -309,8 +294,4 @@ export class EgressProxy {
 
 function bareHost(host: string): string {
   return host.startsWith("[") ? host.slice(1, -1) : host;
-}
-
-function headerSafe(text: string): string {
-  return text.replace(/[^\x20-\x7e]/g, "?");
 }

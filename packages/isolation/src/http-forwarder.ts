@@ -9,7 +9,7 @@
 import { once } from "node:events";
 import { connect, type Socket } from "node:net";
 import type { EgressLogEntry } from "@agentbox/protocol";
-import { HeadTooLargeError, SocketReader } from "./socket-reader.js";
+import { HeadTooLargeError, SocketReader, socketFd } from "./socket-reader.js";
 import type { SpawnedProcess } from "./spawner.js";
 
 export type Decision = { address: string } | { reason: string };
@@ -33,8 +33,8 @@ const CONNECT_TIMEOUT_MS = 10_000;
 const READ_AHEAD_BYTES = 128 * 1024;
 /** Response bodies up to this size are sent with their head in one write. */
 const SMALL_BODY_BYTES = 16 * 1024;
-/** Response bodies with more left than this go to the splice relay. */
-export const HANDOFF_BODY_BYTES = 1024 * 1024;
+/** Response bodies bigger than this, and tunnels once they carried this much, go to the splice relay (small ones cost no spawn). */
+export const RELAY_THRESHOLD_BYTES = 1024 * 1024;
 /** Headers that describe one hop, never forwarded (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "upgrade"]);
 
@@ -118,7 +118,8 @@ function write(socket: Socket, data: Buffer | string): Promise<void> | undefined
   return Promise.race([once(socket, "drain").then(() => undefined), once(socket, "close").then(() => Promise.reject(new Error("connection closed")))]);
 }
 
-function simpleResponse(status: number, reason: string, text: string, close: boolean): string {
+/** A response of the proxy's own, the reason also in `x-agentbox-reason`. */
+export function proxyResponse(status: number, reason: string, text: string, close: boolean): string {
   const body = `${text}\n`;
   const safe = text.replace(/[^\x20-\x7e]/g, "?");
   return (
@@ -133,9 +134,6 @@ interface Upstream {
   reader: SocketReader;
 }
 
-function fdOf(s: Socket): number {
-  return (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
-}
 
 /** Serve one client connection of a sandbox until it closes. */
 export async function serveHttpProxy(client: Socket, ctx: ForwardContext): Promise<void> {
@@ -152,7 +150,7 @@ export async function serveHttpProxy(client: Socket, ctx: ForwardContext): Promi
       try {
         raw = await reader.head(MAX_HEAD);
       } catch (err) {
-        if (err instanceof HeadTooLargeError) client.end(simpleResponse(431, "Request Header Fields Too Large", "request head too large", true));
+        if (err instanceof HeadTooLargeError) client.end(proxyResponse(431, "Request Header Fields Too Large", "request head too large", true));
         else client.destroy();
         return;
       }
@@ -163,22 +161,23 @@ export async function serveHttpProxy(client: Socket, ctx: ForwardContext): Promi
         head = parseHead(raw);
         framing = bodyFraming(head, true);
       } catch {
-        return void client.end(simpleResponse(400, "Bad Request", "malformed request", true));
+        return void client.end(proxyResponse(400, "Bad Request", "malformed request", true));
       }
       const m = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP\/1\.([01])$/.exec(head.startLine);
-      if (!m) return void client.end(simpleResponse(400, "Bad Request", "malformed request line", true));
+      if (!m) return void client.end(proxyResponse(400, "Bad Request", "malformed request line", true));
       const [, method, target, minor] = m as unknown as [string, string, string, string];
       if (method === "CONNECT") {
         const t = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):([0-9]{1,5})$/.exec(target);
         const port = Number(t?.[2]);
-        if (!t || port < 1 || port > 65535) return void client.end(simpleResponse(400, "Bad Request", "CONNECT needs host:port", true));
+        if (!t || port < 1 || port > 65535) return void client.end(proxyResponse(400, "Bad Request", "CONNECT needs host:port", true));
         dropUpstream();
         client.off("close", dropUpstream);
         return ctx.tunnel(client, t[1]!, port, reader.detach());
       }
       const url = parseAbsoluteUrl(target);
-      if (!url) return void client.end(simpleResponse(400, "Bad Request", "this is a proxy: send absolute http:// URLs, or CONNECT host:port for anything else", true));
-      const connection = tokens(head, "connection").concat(tokens(head, "proxy-connection"));
+      if (!url) return void client.end(proxyResponse(400, "Bad Request", "this is a proxy: send absolute http:// URLs, or CONNECT host:port for anything else", true));
+      const connectionTokens = tokens(head, "connection");
+      const connection = connectionTokens.concat(tokens(head, "proxy-connection"));
       const clientKeepAlive = minor === "1" ? !connection.includes("close") : connection.includes("keep-alive");
       const bareHost = url.host.startsWith("[") ? url.host.slice(1, -1) : url.host;
       const decided = ctx.decide(url.host, url.port);
@@ -187,7 +186,7 @@ export async function serveHttpProxy(client: Socket, ctx: ForwardContext): Promi
         ctx.record({ host: bareHost, port: url.port, allowed: false, reason: decision.reason, protocol: "http" });
         // A refused request's body is not read: the connection cannot go on after it.
         const close = !clientKeepAlive || framing.kind !== "none";
-        await write(client, simpleResponse(403, "Forbidden", decision.reason, close));
+        await write(client, proxyResponse(403, "Forbidden", decision.reason, close));
         if (close) return void client.end();
         continue;
       }
@@ -198,12 +197,12 @@ export async function serveHttpProxy(client: Socket, ctx: ForwardContext): Promi
         try {
           upstream = await openUpstream(key, decision.address, url.port);
         } catch (err) {
-          await write(client, simpleResponse(502, "Bad Gateway", `cannot reach ${bareHost}:${url.port}: ${(err as Error).message}`, !clientKeepAlive || framing.kind !== "none"));
+          await write(client, proxyResponse(502, "Bad Gateway", `cannot reach ${bareHost}:${url.port}: ${(err as Error).message}`, !clientKeepAlive || framing.kind !== "none"));
           if (!clientKeepAlive || framing.kind !== "none") return void client.end();
           continue;
         }
       }
-      const upgrading = tokens(head, "connection").includes("upgrade") && header(head, "upgrade").length > 0;
+      const upgrading = connectionTokens.includes("upgrade") && header(head, "upgrade").length > 0;
       const named = new Set(connection);
       let out = `${method} ${url.path} HTTP/1.1\r\n`;
       let hasHost = false;
@@ -328,25 +327,26 @@ async function forwardResponse(
       raw = null;
     }
     if (raw === null) {
-      if (!sent) await write(client, simpleResponse(502, "Bad Gateway", "the server closed the connection without a response", true));
+      if (!sent) await write(client, proxyResponse(502, "Bad Gateway", "the server closed the connection without a response", true));
       return "close-client";
     }
     let head: Head;
     try {
       head = parseHead(raw);
     } catch {
-      if (!sent) await write(client, simpleResponse(502, "Bad Gateway", "the server sent a malformed response", true));
+      if (!sent) await write(client, proxyResponse(502, "Bad Gateway", "the server sent a malformed response", true));
       return "close-client";
     }
     const m = /^HTTP\/1\.([01]) ([0-9]{3})/.exec(head.startLine);
     if (!m) {
-      if (!sent) await write(client, simpleResponse(502, "Bad Gateway", "the server sent a malformed response", true));
+      if (!sent) await write(client, proxyResponse(502, "Bad Gateway", "the server sent a malformed response", true));
       return "close-client";
     }
     const status = Number(m[2]);
     sent = true;
     const final = status < 100 || status >= 200;
-    const upstreamClose = m[1] === "0" ? !tokens(head, "connection").includes("keep-alive") : tokens(head, "connection").includes("close");
+    const connection = tokens(head, "connection");
+    const upstreamClose = m[1] === "0" ? !connection.includes("keep-alive") : connection.includes("close");
     const framing: Framing = !final ? { kind: "none" } : method === "HEAD" || status === 204 || status === 304 ? { kind: "none" } : bodyFraming(head, false);
     if (framing.kind === "length" && framing.length <= SMALL_BODY_BYTES) {
       // A small response leaves in one write with its head: one wake-up for the client.
@@ -372,7 +372,7 @@ async function forwardResponse(
       return "upgraded";
     }
     if (!final) continue;
-    if (framing.kind === "length" && framing.length > HANDOFF_BODY_BYTES && ctx.relayBytes) {
+    if (framing.kind === "length" && framing.length > RELAY_THRESHOLD_BYTES && ctx.relayBytes) {
       await relayBody(up, client, framing.length, line, ctx.relayBytes);
     } else {
       await copyBody(up.reader, client, framing, (n) => (line.bytesIn += n));
@@ -394,8 +394,8 @@ async function relayBody(up: Upstream, client: Socket, length: number, line: Egr
   const left = length - first.length;
   let moved = 0;
   if (left > 0) {
-    const a = fdOf(client);
-    const b = fdOf(up.socket);
+    const a = socketFd(client);
+    const b = socketFd(up.socket);
     let proc: SpawnedProcess | undefined;
     if (a >= 0 && b >= 0) proc = await relayBytes(a, b, left).catch(() => undefined);
     if (proc) {

@@ -7,6 +7,46 @@ import type { Socket } from "node:net";
 
 export class HeadTooLargeError extends Error {}
 
+/** What node:net keeps of a socket's libuv handle (used to hand sockets to the splice relay). */
+interface SocketHandle {
+  fd?: number;
+  reading?: boolean;
+  readStart?: () => number;
+  readStop?: () => number;
+}
+
+function handleOf(socket: Socket): SocketHandle | undefined {
+  return (socket as unknown as { _handle?: SocketHandle })._handle;
+}
+
+/** The socket's descriptor, or -1. */
+export function socketFd(socket: Socket): number {
+  return handleOf(socket)?.fd ?? -1;
+}
+
+/**
+ * Stop reading from the socket itself: pause() alone lets it read on until its buffer is full,
+ * and read() starts it again. Call again after draining the stream with read().
+ */
+export function stopReading(socket: Socket): void {
+  socket.pause();
+  const handle = handleOf(socket);
+  if (handle?.readStop) {
+    handle.reading = false;
+    handle.readStop();
+  }
+}
+
+/** Undo stopReading: the stream may still count a read as in flight, so resume() alone would not read. */
+export function startReading(socket: Socket): void {
+  const handle = handleOf(socket);
+  if (handle?.readStart && !handle.reading) {
+    handle.reading = true;
+    handle.readStart();
+  }
+  socket.resume();
+}
+
 const CRLF = Buffer.from("\r\n");
 const CRLFCRLF = Buffer.from("\r\n\r\n");
 
@@ -116,38 +156,20 @@ export class SocketReader {
     return this.take(this.buffered.length);
   }
 
-  /**
-   * Stop reading from the socket itself (not only the stream: pause() alone lets it read on
-   * until its buffer is full) and hand over everything read so far. `resumeSource` undoes it.
-   */
+  /** Stop reading from the socket itself (stopReading) and hand over everything read so far. `resumeSource` undoes it. */
   suspend(): Buffer {
-    const stop = () => {
-      const handle = (this.socket as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })._handle;
-      if (handle?.readStop) {
-        handle.reading = false;
-        handle.readStop();
-      }
-    };
-    this.socket.pause();
-    stop();
+    stopReading(this.socket);
     // Whatever the stream still holds arrives through onData.
     while (this.socket.read() !== null) {
       /* appended by onData */
     }
-    stop();
+    stopReading(this.socket);
     this.pausedByUs = false;
     return this.take(this.buffered.length);
   }
 
   resumeSource(): void {
-    // The stream may still count a read as in flight (so resume() alone would not read):
-    // start the handle again ourselves.
-    const handle = (this.socket as unknown as { _handle?: { reading?: boolean; readStart?: () => number } })._handle;
-    if (handle?.readStart && !handle.reading) {
-      handle.reading = true;
-      handle.readStart();
-    }
-    this.socket.resume();
+    startReading(this.socket);
   }
 
   /** Stop reading: the socket is the caller's again (paused), with what was read but not taken. */

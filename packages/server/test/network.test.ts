@@ -8,17 +8,16 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { WebSocket } from "ws";
 import { startHarness, type Harness } from "./harness.js";
+import { loopbackServer, type LoopbackServer } from "./loopback-server.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A loopback HTTP server on the host answering `<name> <path>`; big paths send N bytes. */
-async function hostServer(name: string): Promise<{ server: Server; port: number }> {
-  const server = createServer((req, res) => {
+function hostServer(name: string): Promise<LoopbackServer> {
+  return loopbackServer((req, res) => {
     const big = /^\/bytes\/(\d+)$/.exec(req.url ?? "");
     if (big) {
       res.writeHead(200, { "content-type": "application/octet-stream", "content-length": big[1] });
@@ -27,14 +26,12 @@ async function hostServer(name: string): Promise<{ server: Server; port: number 
     }
     res.end(`${name} ${req.url}`);
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  return { server, port: (server.address() as AddressInfo).port };
 }
 
 describe("network policy and exposed ports", () => {
   let h: Harness;
-  let a: { server: Server; port: number };
-  let b: { server: Server; port: number };
+  let a: LoopbackServer;
+  let b: LoopbackServer;
   before(async () => {
     h = await startHarness();
     a = await hostServer("A");

@@ -5,29 +5,26 @@
  * this test starts on the host's loopback or inside the sandbox.
  */
 import assert from "node:assert/strict";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { Agentbox, AgentboxApiError, isAgentboxError, type EgressLogEntry, type ExposedPort } from "@agentbox/sdk";
 import { startHarness, type Harness } from "./harness.js";
+import { loopbackServer, type LoopbackServer } from "./loopback-server.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A loopback HTTP server on the host answering `<name> <method> <path>`. */
-async function hostServer(name: string): Promise<{ server: Server; port: number }> {
-  const server = createServer((req, res) => {
+function hostServer(name: string): Promise<LoopbackServer> {
+  return loopbackServer((req, res) => {
     req.resume();
     req.on("end", () => res.end(`${name} ${req.method} ${req.url}`));
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  return { server, port: (server.address() as AddressInfo).port };
 }
 
 describe("SDK network and ports", () => {
   let h: Harness;
   let client: Agentbox;
-  let a: { server: Server; port: number };
-  let b: { server: Server; port: number };
+  let a: LoopbackServer;
+  let b: LoopbackServer;
 
   before(async () => {
     h = await startHarness();
