@@ -172,6 +172,9 @@ export class ProcessSupervisor {
       await m.group.kill();
     } else {
       for (const pid of m.group.pids()) {
+        // The host-side helper forwards what it gets to the command: signalling it too would
+        // deliver the signal twice (a shell's trap would run twice).
+        if (pid === m.child.pid) continue;
         try {
           process.kill(pid, signal);
         } catch {

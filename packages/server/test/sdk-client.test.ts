@@ -349,7 +349,11 @@ describe("processes through the SDK", () => {
   });
 
   test("kill(signal) delivers that signal; a process that handles it exits on its own terms", async () => {
-    const proc = await sb.startProcess(`trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.1; done`);
+    // The signal goes to every process in the tree. A child forked but not yet exec'd still has the
+    // shell's trap, so "ready" waits until the one child has become `sleep`: then only the shell traps.
+    const proc = await sb.startProcess(
+      `trap 'echo got TERM; exit 3' TERM; sleep 30 & until read -r c < /proc/$!/comm && [ "$c" = sleep ]; do :; done; echo ready; wait`,
+    );
     for await (const chunk of proc) {
       assert.equal(chunk.data, "ready\n");
       break;
