@@ -6,6 +6,7 @@
  * to it, fd 4: calls and output from it), the hot path of host calls.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import type { Readable, Writable } from "node:stream";
 import { createRequire } from "node:module";
 import { dirname, resolve } from "node:path";
@@ -247,6 +248,21 @@ export class InterpreterChild {
   interrupt(): void {
     this.send({ type: "interrupt" });
     this.answer({ ok: false, interrupted: true });
+  }
+
+  /**
+   * CPU time (ms, all threads) the process has used, from /proc: user + system ticks, which
+   * Linux reports in units of 1/100 s (USER_HZ) whatever the kernel's own tick. NaN when gone.
+   */
+  cpuMs(): number {
+    try {
+      const stat = readFileSync(`/proc/${this.process.pid}/stat`, "latin1");
+      // Fields after the command name (which may hold spaces) start past its closing parenthesis.
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return (Number(fields[11]) + Number(fields[12])) * 10;
+    } catch {
+      return NaN;
+    }
   }
 
   kill(): void {

@@ -125,8 +125,33 @@ interface ActiveRun {
 /** How long a paused run that is abandoned may take to unwind before its process is killed. */
 const ABORT_GRACE_MS = 250;
 
-/** How long an interrupted run may take to stop before its process is killed. */
+/** How much CPU an interrupted run may still use before its process is killed. */
 const INTERRUPT_GRACE_MS = 25;
+/** How long an interrupted run may take to stop, however little CPU it got, before its process is killed. */
+const INTERRUPT_WALL_CAP_MS = 1000;
+
+/**
+ * After an interrupt: kills `child` once it has used INTERRUPT_GRACE_MS of CPU without stopping
+ * (code that swallows KeyboardInterrupt), and calls `onKilled`. CPU rather than wall time: on a
+ * busy machine an interpreter that is only waiting for a core to see the interrupt has not
+ * overrun, and killing it would throw away a session that was about to stop cleanly.
+ * Returns a cancel function.
+ */
+function killIfOverrunning(child: InterpreterChild, onKilled: () => void): () => void {
+  const cpuAtInterrupt = child.cpuMs();
+  const t0 = performance.now();
+  let timer: NodeJS.Timeout;
+  const check = (): void => {
+    const used = child.cpuMs() - cpuAtInterrupt;
+    // CPU time is reported in 10 ms steps: "at least 20" is the grace within that step.
+    if (!(used < INTERRUPT_GRACE_MS - 5) || performance.now() - t0 >= INTERRUPT_WALL_CAP_MS) {
+      child.kill();
+      onKilled();
+    } else timer = setTimeout(check, 10);
+  };
+  timer = setTimeout(check, INTERRUPT_GRACE_MS);
+  return () => clearTimeout(timer);
+}
 
 export class InterpreterPool {
   private readonly idle: InterpreterChild[] = [];
@@ -357,7 +382,7 @@ export class InterpreterSession {
     this.running = true;
     this.dirty = true;
     let timedOut = false;
-    let grace: NodeJS.Timeout | undefined;
+    let cancelGrace = (): void => {};
     // A run whose code swallows the interrupt ends when its process is killed, not when the
     // kernel has reaped it: the code cannot run on after SIGKILL.
     let killed!: (e: Error) => void;
@@ -365,10 +390,7 @@ export class InterpreterSession {
     const timer = setTimeout(() => {
       timedOut = true;
       child.interrupt();
-      grace = setTimeout(() => {
-        child.kill();
-        killed(new Error("killed after overrunning its deadline"));
-      }, INTERRUPT_GRACE_MS);
+      cancelGrace = killIfOverrunning(child, () => killed(new Error("killed after overrunning its deadline")));
     }, this.limits.timeoutMs);
     let reply: ChildMessage;
     try {
@@ -396,7 +418,7 @@ export class InterpreterSession {
       throw new InterpreterCrashedError((e as Error).message);
     } finally {
       clearTimeout(timer);
-      clearTimeout(grace);
+      cancelGrace();
       this.running = false;
     }
     const refused = this.mountSet ? await this.writeBack() : null;
@@ -603,14 +625,13 @@ export class InterpreterSession {
   /** Runs Python until its next host call (→ Paused) or its end; `timeoutMs` applies to each such stretch. */
   private async advance(run: ActiveRun): Promise<Step> {
     let timedOut = false;
-    let grace: NodeJS.Timeout | undefined;
+    let cancelGrace = (): void => {};
     const timer = setTimeout(() => {
       timedOut = true;
       this.child.interrupt();
-      grace = setTimeout(() => {
-        this.child.kill();
-        run.events.push({ kind: "error", error: new Error("killed after overrunning its deadline") });
-      }, INTERRUPT_GRACE_MS);
+      cancelGrace = killIfOverrunning(this.child, () =>
+        run.events.push({ kind: "error", error: new Error("killed after overrunning its deadline") }),
+      );
     }, this.limits.timeoutMs);
     let mismatch: string | null = null;
     try {
@@ -663,7 +684,7 @@ export class InterpreterSession {
       }
     } finally {
       clearTimeout(timer);
-      clearTimeout(grace);
+      cancelGrace();
     }
     // A replay that diverged: stop the run, then report.
     const reusable = await this.abort(run);
