@@ -63,6 +63,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -413,18 +414,25 @@ out:
 }
 
 /*
- * relay: take two sockets of the runtime (pidfd_getfd: the runtime cannot pass descriptors
- * itself) and run `exec` (agentbox-net relay 3 4) on them, so bulk bytes of a proxied
- * connection move by splice instead of through the runtime's event loop. Answers like spawn:
- * "started" with the helper's stdout (its byte counts) and stderr, then "exit".
+ * relay: take two sockets or pipes of the runtime (pidfd_getfd: the runtime cannot pass
+ * descriptors itself) and run `exec` (agentbox-net relay 3 4) on them, so bulk bytes of a
+ * proxied connection or a file transfer move by splice instead of through an event loop.
+ * With `peer=FD` and `peerside=a|b`, that side is taken from the process at the other end of
+ * the owner's unix socket FD instead (the server, for its client's connection): the kernel
+ * names that process (SO_PEERCRED), so the owner cannot point the relay at any other one.
+ * Answers like spawn: "started" with the helper's stdout (its byte counts) and stderr, then
+ * "exit".
  */
 static void handle_relay(char **fields, int n) {
   const char *id = NULL, *exec_path = NULL, *count = NULL;
-  long owner = -1, fa = -1, fb = -1;
+  long owner = -1, fa = -1, fb = -1, peer = -1;
+  char peer_side = 0;
   for (int i = 1; i < n; i++) {
     char *f = fields[i];
     if (!strncmp(f, "id=", 3)) id = f + 3;
     else if (!strncmp(f, "pid=", 4)) owner = strtol(f + 4, NULL, 10);
+    else if (!strncmp(f, "peer=", 5)) peer = strtol(f + 5, NULL, 10);
+    else if (!strncmp(f, "peerside=", 9)) peer_side = f[9];
     else if (!strncmp(f, "a=", 2)) fa = strtol(f + 2, NULL, 10);
     else if (!strncmp(f, "b=", 2)) fb = strtol(f + 2, NULL, 10);
     else if (!strncmp(f, "exec=", 5)) exec_path = f + 5;
@@ -436,10 +444,32 @@ static void handle_relay(char **fields, int n) {
     reply_error(id, "incomplete relay request");
     return;
   }
+  if (peer >= 0 && peer_side != 'a' && peer_side != 'b') {
+    errno = EINVAL;
+    reply_error(id, "peerside must be a or b");
+    return;
+  }
   int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)owner, 0);
   if (pidfd < 0) return reply_error(id, "pidfd_open");
-  int a = (int)syscall(SYS_pidfd_getfd, pidfd, (int)fa, 0);
-  int b = a < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, (int)fb, 0);
+  int peer_pidfd = -1;
+  if (peer >= 0) {
+    int s = (int)syscall(SYS_pidfd_getfd, pidfd, (int)peer, 0);
+    struct ucred cred = {0};
+    socklen_t len = sizeof cred;
+    int ok = s >= 0 && getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid > 0;
+    if (s >= 0) close(s);
+    /* A peer in a pid namespace we cannot see has pid 0: no relay then. */
+    if (ok) peer_pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
+    if (peer_pidfd < 0) {
+      close(pidfd);
+      if (ok) return reply_error(id, "pidfd_open (peer)");
+      errno = ESRCH;
+      return reply_error(id, "peer of the socket");
+    }
+  }
+  int a = (int)syscall(SYS_pidfd_getfd, peer_side == 'a' ? peer_pidfd : pidfd, (int)fa, 0);
+  int b = a < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, peer_side == 'b' ? peer_pidfd : pidfd, (int)fb, 0);
+  if (peer_pidfd >= 0) close(peer_pidfd);
   close(pidfd);
   int out_[2] = {-1, -1}, err_[2] = {-1, -1};
   if (a < 0 || b < 0 || pipe2(out_, O_CLOEXEC) != 0 || pipe2(err_, O_CLOEXEC) != 0) {

@@ -10,8 +10,9 @@
  *       Relay two connected sockets it was given (by the runtime's spawner, from the egress
  *       proxy) until both directions end; print "A_TO_B B_TO_A" byte counts on stdout.
  *   agentbox-net relay-n FD_A FD_B N
- *       Move exactly N bytes from FD_B to FD_A (the rest of a big HTTP response body) and print
- *       the count moved. Both sockets stay non-blocking: the runtime keeps reading FD_A.
+ *       Move exactly N bytes from FD_B to FD_A (the rest of a big HTTP response body, or of a
+ *       file going to or from the files API) and print the count moved. Both ends stay
+ *       non-blocking: their owner's event loop may keep reading FD_A.
  *   agentbox-net connect PORT
  *       Connect to 127.0.0.1:PORT (then [::1]:PORT) inside the sandbox and relay it to
  *       stdin/stdout: one connection to an exposed port. Prints "connected" on stderr once
@@ -219,19 +220,77 @@ static int cmd_relay(int a, int b) {
   return 0;
 }
 
-/* Wait until fd is ready for `events` (both sockets stay non-blocking: their owner's event loop may read them). */
-static void wait_for(int fd, short events) {
-  struct pollfd p = {fd, events, 0};
-  while (poll(&p, 1, -1) < 0 && errno == EINTR) {}
+/* relay-n was asked to stop (SIGTERM): it reports how many bytes it took and exits. */
+static volatile sig_atomic_t stopping = 0;
+static void on_term(int sig) {
+  (void)sig;
+  stopping = 1;
 }
 
+/* Wait until fd is ready for `events` (both sockets stay non-blocking: their owner's event loop
+   may read them), or until asked to stop. */
+static void wait_for(int fd, short events) {
+  struct pollfd p = {fd, events, 0};
+  while (poll(&p, 1, -1) < 0 && errno == EINTR && !stopping) {}
+}
+
+/* Write all of buf to a non-blocking fd, waiting for room. */
+static int write_all_waiting(int fd, const char *buf, size_t len) {
+  while (len > 0) {
+    ssize_t w = write(fd, buf, len);
+    if (w < 0 && errno == EAGAIN && !stopping) {
+      wait_for(fd, POLLOUT);
+      continue;
+    }
+    if (w < 0 && errno == EINTR && !stopping) continue;
+    if (w <= 0) return -1;
+    buf += w;
+    len -= (size_t)w;
+  }
+  return 0;
+}
+
+/*
+ * Move up to `want` bytes from socket b to a with recv and write. Returns the count, 0 at the
+ * end of b (or when b is a pipe, whose splice answers 0 only there), -2 when nothing is there
+ * yet (after waiting for some), -1 on an error.
+ */
+static ssize_t copy_some(int a, int b, size_t want, long long *taken) {
+  static char buf[65536];
+  ssize_t k = recv(b, buf, want < sizeof buf ? want : sizeof buf, MSG_DONTWAIT);
+  if (k < 0 && errno == ENOTSOCK) return 0;
+  if (k > 0) *taken += k;
+  if (k < 0 && errno == EAGAIN) {
+    wait_for(b, POLLIN);
+    return -2;
+  }
+  if (k < 0 && errno == EINTR) return -2;
+  if (k < 0) {
+    fprintf(stderr, "relay-n: read: %s\n", strerror(errno));
+    return -1;
+  }
+  if (k > 0 && write_all_waiting(a, buf, (size_t)k) != 0) {
+    fprintf(stderr, "relay-n: write: %s\n", strerror(errno));
+    return -1;
+  }
+  return k;
+}
+
+/*
+ * Prints the bytes moved; when stopped by SIGTERM (its owner saw the other side give up, e.g. a
+ * file helper that hit the storage limit while its pipe stays open), the bytes taken from FD_B
+ * instead, so that the owner knows how much of the stream is still unread.
+ */
 static int cmd_relay_n(int a, int b, long long n) {
   int p[2];
-  long long moved = 0;
+  long long moved = 0, taken = 0;
+  struct sigaction term = {0};
+  term.sa_handler = on_term; /* no SA_RESTART: a blocked poll returns */
+  sigaction(SIGTERM, &term, NULL);
   if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return 1;
   fcntl(p[1], F_SETPIPE_SZ, BUF_SIZE);
   int failed = 0;
-  while (!failed && moved < n) {
+  while (!failed && !stopping && moved < n) {
     size_t want = (size_t)(n - moved < BUF_SIZE ? n - moved : BUF_SIZE);
     ssize_t r = splice(b, NULL, p[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (r < 0 && errno == EAGAIN) {
@@ -239,15 +298,30 @@ static int cmd_relay_n(int a, int b, long long n) {
       continue;
     }
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
+    if (r == 0) {
+      /* TCP's splice also answers 0 when what is queued cannot be spliced (it does not loop
+         on such data): only recv tells that from the end of the stream. */
+      r = copy_some(a, b, want, &taken);
+      if (r == -2) continue;
+      if (r < 0) failed = 1;
+      else moved += r;
+      if (r <= 0) break;
+      continue;
+    }
+    if (r < 0) {
+      fprintf(stderr, "relay-n: read: %s\n", strerror(errno));
+      break;
+    }
+    taken += r;
     for (ssize_t left = r; left > 0;) {
       ssize_t w = splice(p[0], NULL, a, NULL, (size_t)left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-      if (w < 0 && errno == EAGAIN) {
+      if (w < 0 && errno == EAGAIN && !stopping) {
         wait_for(a, POLLOUT);
         continue;
       }
-      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && errno == EINTR && !stopping) continue;
       if (w <= 0) {
+        if (w < 0 && !stopping) fprintf(stderr, "relay-n: write: %s\n", strerror(errno));
         failed = 1;
         break;
       }
@@ -255,7 +329,7 @@ static int cmd_relay_n(int a, int b, long long n) {
     }
     if (!failed) moved += r;
   }
-  printf("%lld\n", moved);
+  printf("%lld\n", stopping ? taken : moved);
   return moved == n ? 0 : 1;
 }
 

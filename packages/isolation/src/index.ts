@@ -12,3 +12,4 @@ export * from "./network-policy.js";
 export * from "./egress-proxy.js";
 export * from "./open-network.js";
 export { parseAbsoluteUrl } from "./http-forwarder.js";
+export { socketFd, startReading, stopReading } from "./socket-reader.js";

@@ -114,13 +114,16 @@ export class Spawner {
   }
 
   /**
-   * Splice two sockets of process `owner` (ours) together in a helper (`exec`: agentbox-net),
-   * which the spawner takes with pidfd_getfd. Its stdout carries the byte counts at the end.
+   * Splice two sockets (or pipes) of process `owner` (ours) together in a helper (`exec`:
+   * agentbox-net), which the spawner takes with pidfd_getfd. With `peer`, side `peer.side` is a
+   * descriptor of the process at the other end of our unix socket `peer.via` (the kernel names
+   * that process). Its stdout carries the byte counts at the end.
    */
-  relay(owner: number, fdA: number, fdB: number, exec: string, count?: number): Promise<SpawnedProcess> {
+  relay(owner: number, fdA: number, fdB: number, exec: string, count?: number, peer?: { via: number; side: "a" | "b" }): Promise<SpawnedProcess> {
     if (!this.child || this.dead) return Promise.reject(this.dead ?? new Error("spawner not started"));
     const id = this.nextId++;
     const fields = ["relay", `id=${id}`, `pid=${owner}`, `a=${fdA}`, `b=${fdB}`, `exec=${exec}`];
+    if (peer) fields.push(`peer=${peer.via}`, `peerside=${peer.side}`);
     // With a count: only `count` bytes from B to A, then both sockets are ours again.
     if (count !== undefined) fields.push(`count=${Math.floor(count)}`);
     return new Promise((resolve, reject) => {

@@ -16,7 +16,7 @@ import { WorkerEvent } from "./worker-protocol.js";
 import { NetworkPolicy } from "./api.js";
 import { EgressLogEntry } from "./api-network.js";
 
-export const RUNTIME_PROTOCOL_VERSION = 6;
+export const RUNTIME_PROTOCOL_VERSION = 7;
 
 /** Frame cap for what the runtime accepts (requests carry at most a 16 MiB HTTP body). */
 export const RUNTIME_MAX_REQUEST_FRAME_BYTES = 64 * 1024 * 1024;
@@ -307,6 +307,16 @@ export const RuntimeMethods = {
   "fs.write": { params: FsHandleRef, result: z.object({ ok: z.literal(true) }) },
   "fs.finishWrite": { params: FsHandleRef, result: z.object({ size: z.number().optional() }) },
   "fs.abort": { params: FsHandleRef, result: z.object({ ok: z.literal(true) }) },
+  /** Stop reading a file read ahead; the bytes read so far travel as the response's attachment. */
+  "fs.detachRead": { params: FsHandleRef, result: z.object({ bytes: z.number(), done: z.boolean() }) },
+  /**
+   * Move `count` bytes of a detached read into, or of a write out of, descriptor `fd` of the
+   * process at the other end of this connection (a client's socket), by splice.
+   */
+  "fs.relay": {
+    params: FsHandleRef.extend({ fd: z.number().int().min(0), count: z.number().int().min(1) }),
+    result: z.object({ moved: z.number() }),
+  },
   "fs.openWatch": { params: SandboxRef.extend({ path: z.string(), recursive: z.boolean() }), result: z.object({ handle: z.string() }) },
   "fs.watchEvents": { params: FsHandleRef.extend({ waitMs: z.number().int().min(0).max(60_000) }), result: z.object({ events: z.array(z.unknown()), done: z.boolean() }) },
   "terminal.read": {

@@ -14,7 +14,7 @@ import type { Socket } from "node:net";
 import { Readable } from "node:stream";
 import tar from "tar-stream";
 import { AgentboxError, type ErrorCode } from "@agentbox/protocol";
-import { FS_HELPER, type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
+import { FS_HELPER, socketFd, stopReading, type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
 
 /** Relative paths are relative to the workdir; the result is absolute and normalized (`..` cannot climb above /). */
 export function sandboxPath(path: string, workdir: string): string {
@@ -73,6 +73,15 @@ class PullReader {
     stream.on("end", end);
     stream.on("close", end);
     stream.on("error", end);
+  }
+
+  /** Everything read so far, taken at once (the reader is done with after this). */
+  takeAll(): { data: Buffer[]; bytes: number; done: boolean } {
+    const data = this.chunks;
+    const bytes = this.size;
+    this.chunks = [];
+    this.size = 0;
+    return { data, bytes, done: this.ended };
   }
 
   /** Put bytes back in front (what was read past a header). */
@@ -145,7 +154,20 @@ interface Transfer {
   lastUsed: number;
   /** Archive extraction: entries checked here, packed again for the sandbox's tar. */
   extract?: ArchiveExtract;
+  /** A file read (not a tar): its bytes may go out by relay. */
+  relayable?: boolean;
+  /** The runtime stopped reading the helper (fs.detachRead): only a relay or an abort follows. */
+  detached?: boolean;
+  /** A relay is moving its bytes: not idle, whatever lastUsed says. */
+  relaying?: boolean;
 }
+
+/**
+ * Moves `count` bytes by splice between the helper's pipe (`localFd`, ours) and descriptor
+ * `peerFd` of the process at the other end of our unix socket `via` (the server, and its client's
+ * connection): toward the peer for a read, from it for a write. Resolves with the relay process.
+ */
+export type TransferRelay = (localFd: number, via: number, peerFd: number, count: number, toPeer: boolean) => Promise<SpawnedProcess>;
 
 /** An idle transfer (its client gone without a word) is aborted after this long. */
 export const TRANSFER_IDLE_MS = 60_000;
@@ -166,6 +188,7 @@ export class FileService {
   constructor(
     private readonly sandbox: LocalSandbox,
     private readonly workdir: string,
+    private readonly relayBytes?: TransferRelay,
   ) {
     this.sweeper = setInterval(() => this.sweep(), 10_000);
     this.sweeper.unref();
@@ -249,13 +272,14 @@ export class FileService {
       }
       size = (JSON.parse(header) as { size: number }).size;
     }
-    const handle = this.register({ kind: "read", reader, ...p });
+    const handle = this.register({ kind: "read", reader, relayable: !archive, ...p });
     return size === undefined ? { handle } : { handle, size };
   }
 
   /** The next bytes of a read (or watch events); `done` with the last ones. */
   async read(handle: string, maxBytes: number, waitMs: number): Promise<{ data: Buffer[]; bytes: number; done: boolean }> {
     const t = this.get(handle, "read");
+    if (t.detached) throw new AgentboxError("CONFLICT", `read ${handle} was detached for a relay`);
     const r = await t.reader!.read(maxBytes, waitMs);
     // The last bytes: the transfer is over (a tar that skipped unreadable files still made a whole archive).
     if (r.done) this.transfers.delete(handle);
@@ -331,6 +355,90 @@ export class FileService {
     return line ? (JSON.parse(line) as { size: number }) : {};
   }
 
+  /**
+   * Stop reading a file read's helper and hand over what was read ahead, so that the rest can go
+   * out by relay (fs.relay) after these bytes.
+   */
+  detachRead(handle: string): { data: Buffer[]; bytes: number; done: boolean } {
+    const t = this.get(handle, "read");
+    if (!t.relayable) throw new AgentboxError("INVALID_REQUEST", `read ${handle} is an archive: it cannot be relayed`);
+    if (!t.detached) {
+      const stream = t.child.stdout as Socket;
+      stopReading(stream);
+      // What the stream buffered reaches the reader's "data" listener through read().
+      while (stream.read() !== null) {
+        /* taken by the listener */
+      }
+      stopReading(stream);
+      t.detached = true;
+    }
+    return t.reader!.takeAll();
+  }
+
+  /**
+   * Move the next `count` bytes of a transfer by relay (see TransferRelay): a detached read's to
+   * the peer's descriptor `peerFd`, or a write's from it. Bytes already queued for a write reach
+   * the sandbox first. Resolves with how many moved; a write the helper refused fails with the
+   * helper's error (LIMIT_EXCEEDED, …). A read is over after its relay.
+   */
+  async relay(handle: string, via: number, peerFd: number, count: number): Promise<{ moved: number }> {
+    const t = this.transfers.get(handle);
+    if (!t || t.kind === "watch") throw new AgentboxError("NOT_FOUND", `no open read or write ${handle}`);
+    if (!this.relayBytes) throw new AgentboxError("CONFLICT", "this runtime cannot relay file bytes");
+    if (t.kind === "read" && !t.detached) throw new AgentboxError("CONFLICT", `read ${handle} must be detached first`);
+    if (t.kind === "write" && t.extract) throw new AgentboxError("INVALID_REQUEST", `write ${handle} is an archive: it cannot be relayed`);
+    if (t.relaying) throw new AgentboxError("CONFLICT", `a relay of ${handle} is under way`);
+    t.relaying = true;
+    try {
+      let local: Socket;
+      if (t.kind === "write") {
+        local = t.child.stdin as Socket;
+        if (!t.ended && !local.destroyed && local.writableLength > 0) {
+          await new Promise<void>((resolve) => {
+            local.once("drain", resolve);
+            void t.exited.then(() => resolve());
+          });
+        }
+        if (t.ended || local.destroyed) {
+          await t.exited;
+          throw helperError(t.stderr.join(""), "write");
+        }
+      } else local = t.child.stdout as Socket;
+      const fd = socketFd(local);
+      if (fd < 0) throw new AgentboxError("INTERNAL", `transfer ${handle} has no descriptor to relay`);
+      const proc = await this.relayBytes(fd, via, peerFd, count, t.kind === "read");
+      // A write's helper that gives up (storage limit) leaves its pipe open (we hold both
+      // ends): stop the relay then, and it reports how much it took from the client.
+      let relayed = false;
+      if (t.kind === "write") void t.exited.then(() => relayed || proc.kill("SIGTERM"));
+      const out: Buffer[] = [];
+      proc.stdout.on("data", (d: Buffer) => out.push(d));
+      proc.stderr.resume();
+      await proc.exited;
+      relayed = true;
+      const moved = Number.parseInt(Buffer.concat(out).toString("utf8"), 10) || 0;
+      if (t.kind === "read") {
+        t.relaying = false;
+        local.destroy();
+        await this.abort(handle);
+      } else if (moved < count) {
+        // The helper stopped taking bytes (its error says why, with how many it took), or the
+        // client left.
+        await Promise.race([t.exited, new Promise((r) => setTimeout(r, 200))]);
+        if (t.ended) {
+          this.transfers.delete(handle);
+          await t.exited;
+          const e = helperError(t.stderr.join(""), "write");
+          throw new AgentboxError(e.code, e.message, { ...e.details, moved });
+        }
+      }
+      return { moved };
+    } finally {
+      t.relaying = false;
+      t.lastUsed = Date.now();
+    }
+  }
+
   /** Abandon a transfer: a write leaves nothing behind (the helper removes its temporary file). */
   async abort(handle: string): Promise<void> {
     const t = this.transfers.get(handle);
@@ -393,7 +501,7 @@ export class FileService {
   private sweep(): void {
     const now = Date.now();
     for (const [handle, t] of this.transfers) {
-      if (now - t.lastUsed > TRANSFER_IDLE_MS) void this.abort(handle);
+      if (!t.relaying && now - t.lastUsed > TRANSFER_IDLE_MS) void this.abort(handle);
     }
   }
 }

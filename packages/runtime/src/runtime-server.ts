@@ -25,13 +25,14 @@ import {
   type InstallDependenciesBody,
   type RunCodeRequest,
 } from "@agentbox/protocol";
+import { socketFd } from "@agentbox/isolation";
 import { FramedConnection } from "./connection.js";
 import type { SandboxManager } from "./sandbox-manager.js";
 import type { FsOp } from "./files.js";
 
 export const RUNTIME_VERSION = "0.1.0";
 
-type Handler = (params: never, frame: DecodedFrame) => Promise<unknown> | unknown;
+type Handler = (params: never, frame: DecodedFrame, conn: FramedConnection) => Promise<unknown> | unknown;
 
 /** A handler result that travels with raw bytes (see framing.ts). */
 export class WithAttachment {
@@ -118,6 +119,13 @@ export class RuntimeServer {
         return { ok: true };
       },
       "fs.finishWrite": (p: FsRef) => m.files(p.sandboxId).finishWrite(p.handle),
+      "fs.detachRead": (p: FsRef) => {
+        const r = m.files(p.sandboxId).detachRead(p.handle);
+        return new WithAttachment({ bytes: r.bytes, done: r.done }, r.data);
+      },
+      // The peer is this connection's other end (the server): the kernel names it to the spawner.
+      "fs.relay": (p: FsRef & { fd: number; count: number }, _frame: DecodedFrame, conn: FramedConnection) =>
+        m.files(p.sandboxId).relay(p.handle, socketFd(conn.socket), p.fd, p.count),
       "fs.abort": async (p: FsRef) => {
         await m.files(p.sandboxId).abort(p.handle);
         return { ok: true };
@@ -264,7 +272,7 @@ export class RuntimeServer {
       if (!parsed.success) {
         throw new AgentboxError("INVALID_REQUEST", `invalid params for ${method}: ${parsed.error.issues[0]?.message ?? ""}`);
       }
-      const result = await this.handlers[method as RuntimeMethod](parsed.data as never, decoded);
+      const result = await this.handlers[method as RuntimeMethod](parsed.data as never, decoded, conn);
       if (result instanceof WithAttachment) conn.send({ type: "response", id, result: result.result }, result.attachment);
       else conn.send({ type: "response", id, result });
     } catch (err) {

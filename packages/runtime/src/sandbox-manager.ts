@@ -269,7 +269,12 @@ export class SandboxManager {
         processes: new ProcessSupervisor(sandbox),
         sessions: new SessionRegistry(sandbox),
         terminals: new TerminalRegistry(sandbox),
-        files: new FileService(sandbox, params.workdir),
+        // relay-n moves bytes from side B to side A: toward the peer for a read, from it for a write.
+        files: new FileService(sandbox, params.workdir, (local, via, peerFd, count, toPeer) =>
+          toPeer
+            ? this.spawner.relay(process.pid, peerFd, local, NET_HELPER, count, { via, side: "a" })
+            : this.spawner.relay(process.pid, local, peerFd, NET_HELPER, count, { via, side: "b" }),
+        ),
         code: new CodeContexts(sandbox),
         slot,
         createdAt: new Date().toISOString(),

@@ -9,7 +9,7 @@
  *   await sb.files.uploadDir("./project", "/workspace/project");
  *   const watcher = await sb.files.watch("src", (e) => console.log(e.type, e.path));
  */
-import { createWriteStream } from "node:fs";
+import { ReadStream, createWriteStream, statSync } from "node:fs";
 import { mkdir, symlink } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -26,6 +26,19 @@ export type { FileEntry, WatchEvent };
 export interface WriteOptions {
   /** Permission bits of the file (default 0o644). */
   mode?: number;
+}
+
+/** The size of the file a not yet started fs.ReadStream reads whole, else undefined. */
+function wholeFileLength(stream: Readable): number | undefined {
+  if (!(stream instanceof ReadStream) || typeof stream.path !== "string" || stream.bytesRead > 0) return undefined;
+  const range = stream as unknown as { start?: number; end?: number };
+  if (range.start !== undefined || (range.end !== undefined && range.end !== Infinity)) return undefined;
+  try {
+    const st = statSync(stream.path);
+    return st.isFile() ? st.size : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface TransferOptions {
@@ -73,8 +86,11 @@ export class Files {
     const query: Record<string, string> = { path: file };
     if (options.mode !== undefined) query.mode = options.mode.toString(8).padStart(3, "0");
     let body: Uint8Array | Readable = typeof data === "string" ? Buffer.from(data, "utf8") : data;
+    // A whole local file has a known length: sent with it (not chunked), the server can move
+    // the body by splice instead of through its event loop.
+    const length = body instanceof Uint8Array ? body.length : wholeFileLength(body);
     if (options.onProgress) body = (body instanceof Uint8Array ? Readable.from([Buffer.from(body)]) : body).pipe(counter(options.onProgress));
-    return this.http.upload("PUT", `${this.base}/files`, query, body);
+    return this.http.upload("PUT", `${this.base}/files`, query, body, "application/octet-stream", length);
   }
 
   /** The entries of a directory; `depth` > 1 descends (depth 2: children and grandchildren). */

@@ -120,10 +120,11 @@ export class HttpTransport {
    * Send `body` as the raw request body (streamed, with backpressure) and decode the
    * JSON answer. A server error mid-upload ends the upload and rejects with it.
    */
-  upload<T>(method: string, path: string, query: Query, body: Readable | Uint8Array, contentType = "application/octet-stream"): Promise<T> {
+  upload<T>(method: string, path: string, query: Query, body: Readable | Uint8Array, contentType = "application/octet-stream", contentLength?: number): Promise<T> {
     const url = this.url(path, query);
     const headers: http.OutgoingHttpHeaders = { accept: "application/json", "content-type": contentType, ...this.baseHeaders() };
     if (body instanceof Uint8Array) headers["content-length"] = body.length;
+    else if (contentLength !== undefined) headers["content-length"] = contentLength;
     const lib = url.protocol === "https:" ? https : http;
     return new Promise<T>((resolve, reject) => {
       const req = lib.request(url, { method, headers });

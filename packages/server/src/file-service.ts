@@ -3,12 +3,69 @@
  * bytes between HTTP and the runtime in chunks (never a whole file in memory).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import { AgentboxError, type FileEntry } from "@agentbox/protocol";
+import { socketFd, startReading, stopReading } from "@agentbox/runtime";
 import type { RuntimeLink } from "./runtime-link.js";
 import type { SandboxService } from "./sandbox-service.js";
 
 /** Bytes per runtime round trip: large enough that the trips cost little, small enough to bound memory. */
 const CHUNK_BYTES = 4 * 1024 * 1024;
+
+/**
+ * A file body this large goes between the client's socket and the sandbox by relay (fs.relay:
+ * splice in a helper, past both event loops) after the bytes already read.
+ */
+const RELAY_MIN_BYTES = 1024 * 1024;
+
+/** The descriptor of a plain TCP or unix socket a relay can splice to, or -1 (TLS, or none). */
+function relayFd(socket: Socket | null | undefined): number {
+  if (!socket || socket.destroyed || "encrypted" in socket) return -1;
+  return socketFd(socket);
+}
+
+/**
+ * After a relayed upload failed: read and drop the `bytes` of the body the client is still
+ * sending, so that it gets to read the answer (closing on unread bytes would reset the
+ * connection under it). Gives up after 30 s or when the client leaves.
+ */
+async function discardBody(req: IncomingMessage, socket: Socket, bytes: number): Promise<void> {
+  if (bytes <= 0 || socket.destroyed) return;
+  delete (req as unknown as { _read?: unknown })._read; // IncomingMessage's own again
+  let left = bytes;
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      req.off("data", onData);
+      socket.off("close", done);
+      resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      left -= chunk.length;
+      if (left <= 0) done();
+    };
+    const timer = setTimeout(done, 30_000);
+    req.on("data", onData);
+    socket.once("close", done);
+    startReading(socket);
+  });
+}
+
+/** Resolves once everything written to `socket` has reached the kernel (or the socket is gone). */
+async function flushed(socket: Socket): Promise<void> {
+  while (!socket.destroyed && (socket.writableLength > 0 || socket.writableCorked > 0)) {
+    await new Promise<void>((resolve) => {
+      if (!socket.writableNeedDrain) return setImmediate(resolve);
+      const done = () => {
+        socket.off("drain", done);
+        socket.off("close", done);
+        resolve();
+      };
+      socket.on("drain", done);
+      socket.on("close", done);
+    });
+  }
+}
 
 export class FileService {
   constructor(
@@ -50,6 +107,11 @@ export class FileService {
     const headers: Record<string, string | number> = { "content-type": archive ? "application/x-tar" : "application/octet-stream" };
     if (size !== undefined) headers["content-length"] = size;
     res.writeHead(200, headers);
+    const fd = relayFd(res.socket);
+    if (!archive && size !== undefined && size >= RELAY_MIN_BYTES && fd >= 0) {
+      await this.relayDownload(sandboxId, handle, size, res, res.socket!, fd);
+      return;
+    }
     const read = () => {
       const r = this.runtime.requestWithParts("fs.read", { sandboxId, handle, maxBytes: CHUNK_BYTES, waitMs: 30_000 });
       r.catch(() => undefined);
@@ -93,10 +155,46 @@ export class FileService {
     }
   }
 
+  /**
+   * A download by relay: what the runtime read ahead goes out through `res`, then the rest by
+   * splice straight from the sandbox's helper into the client's socket. `res` is ended (or, if
+   * fewer bytes than announced could be sent, destroyed) here.
+   */
+  private async relayDownload(sandboxId: string, handle: string, size: number, res: ServerResponse, socket: Socket, fd: number): Promise<void> {
+    try {
+      const { result, parts } = await this.runtime.requestWithParts("fs.detachRead", { sandboxId, handle });
+      let sent = 0;
+      for (const chunk of parts) {
+        const part = chunk.subarray(0, Math.max(0, size - sent));
+        sent += part.length;
+        if (part.length > 0) res.write(part);
+      }
+      if (sent === 0) res.flushHeaders();
+      // The relay writes after these bytes: they must have left this process first.
+      await flushed(socket);
+      if (socket.destroyed) throw new Error("client left");
+      if (sent < size) {
+        if (result.done) throw new Error("the file shrank while it was read");
+        const { moved } = await this.runtime.request("fs.relay", { sandboxId, handle, fd, count: size - sent });
+        if (moved < size - sent) throw new Error("the relay stopped early");
+      }
+      res.end();
+    } catch {
+      res.destroy();
+    } finally {
+      await this.runtime.request("fs.abort", { sandboxId, handle }).catch(() => undefined);
+    }
+  }
+
   /** Stream the request body into a file (or, with `archive`, extract a tar into a directory). */
-  async upload(sandboxId: string, path: string, mode: number, req: IncomingMessage, archive: boolean): Promise<{ path: string; size?: number }> {
+  async upload(sandboxId: string, path: string, mode: number, req: IncomingMessage, archive: boolean, res?: ServerResponse): Promise<{ path: string; size?: number }> {
     this.sandboxes.requireReady(sandboxId);
     const { handle } = await this.runtime.request("fs.openWrite", { sandboxId, path, mode, archive });
+    const length = Number(req.headers["content-length"]);
+    const fd = relayFd(req.socket);
+    if (!archive && res && req.headers["transfer-encoding"] === undefined && length >= RELAY_MIN_BYTES && fd >= 0) {
+      return this.relayUpload(sandboxId, handle, path, length, req, res, fd);
+    }
     try {
       // Two chunks in flight: the runtime writes one into the sandbox while the next arrives.
       const inFlight: Promise<unknown>[] = [];
@@ -126,6 +224,56 @@ export class FileService {
       await this.runtime.request("fs.abort", { sandboxId, handle }).catch(() => undefined);
       // The client went away mid-body: nobody to answer, and nothing went wrong here.
       if (!(err instanceof AgentboxError) && !req.complete) throw new AgentboxError("INVALID_REQUEST", "the upload was cut off before its body was complete");
+      throw err;
+    }
+  }
+
+  /**
+   * An upload by relay: the body bytes Node has already read go to the runtime as usual, the rest
+   * by splice from the client's socket into the sandbox's helper. Node's HTTP parser never sees
+   * those bytes, so this connection cannot carry another request: the answer closes it.
+   */
+  private async relayUpload(sandboxId: string, handle: string, path: string, length: number, req: IncomingMessage, res: ServerResponse, fd: number): Promise<{ path: string; size?: number }> {
+    res.setHeader("connection", "close");
+    const socket = req.socket;
+    try {
+      // Node must not read another byte of this socket: IncomingMessage's _read would start the
+      // socket again (on the next tick), so it goes; a resume already scheduled runs before the
+      // second stop; what was read until then is taken from the request.
+      (req as unknown as { _read: () => void })._read = () => undefined;
+      const head: Buffer[] = [];
+      let headBytes = 0;
+      const take = () => {
+        stopReading(socket);
+        for (let chunk: Buffer | null; (chunk = req.read() as Buffer | null) !== null; ) {
+          head.push(chunk);
+          headBytes += chunk.length;
+        }
+      };
+      take();
+      await new Promise((resolve) => setImmediate(resolve));
+      take();
+      if (headBytes > 0) await this.runtime.requestWithBody("fs.write", { sandboxId, handle }, head);
+      const rest = length - headBytes;
+      if (rest > 0) {
+        let moved: number;
+        try {
+          moved = (await this.runtime.request("fs.relay", { sandboxId, handle, fd, count: rest })).moved;
+        } catch (err) {
+          // The sandbox refused the bytes (LIMIT_EXCEEDED, …): the client is still sending.
+          const taken = err instanceof AgentboxError && typeof err.details?.moved === "number" ? err.details.moved : 0;
+          await discardBody(req, socket, rest - taken);
+          throw err;
+        }
+        if (moved < rest) {
+          await discardBody(req, socket, rest - moved);
+          throw new AgentboxError("INVALID_REQUEST", "the upload was cut off before its body was complete");
+        }
+      }
+      const done = await this.runtime.request("fs.finishWrite", { sandboxId, handle });
+      return done.size !== undefined ? { path, size: done.size } : { path };
+    } catch (err) {
+      await this.runtime.request("fs.abort", { sandboxId, handle }).catch(() => undefined);
       throw err;
     }
   }

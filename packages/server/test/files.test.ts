@@ -6,7 +6,9 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { request as httpRequest } from "node:http";
+import { Agent, request as httpRequest, type IncomingMessage } from "node:http";
+import { createServer, type Socket } from "node:net";
+import { RuntimeClient, runtimeSocketPath, socketFd } from "@agentbox/runtime";
 import { after, before, describe, test } from "node:test";
 import tar from "tar-stream";
 import WebSocket from "ws";
@@ -135,6 +137,97 @@ describe("files: a client that leaves mid-transfer", () => {
     }
     assert.equal(left, "0\n");
     await h.exec(sb, { command: "rm /workspace/sparse.bin" });
+  });
+});
+
+describe("files: relays (large bodies by splice)", () => {
+  function send(method: string, path: string, opts: { body?: Buffer; agent?: Agent; chunked?: boolean } = {}): Promise<{ res: IncomingMessage; body: Buffer; reused: boolean }> {
+    return new Promise((resolve, reject) => {
+      const headers: Record<string, string> = { ...auth };
+      if (opts.body && !opts.chunked) headers["content-length"] = String(opts.body.length);
+      const req = httpRequest(new URL(`${base}${path}`), { method, headers, ...(opts.agent ? { agent: opts.agent } : {}) }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => resolve({ res, body: Buffer.concat(chunks), reused: req.reusedSocket }));
+      });
+      req.on("error", reject);
+      if (opts.body && opts.chunked) {
+        for (let i = 0; i < opts.body.length; i += 1 << 20) req.write(opts.body.subarray(i, i + (1 << 20)));
+        req.end();
+      } else req.end(opts.body);
+    });
+  }
+
+  test("a large upload with a length is byte-exact and closes its connection; a chunked one keeps it", async () => {
+    const data = randomBytes(6 * 1024 * 1024 + 123);
+    const sized = await send("PUT", "/files?path=relay/sized.bin", { body: data });
+    assert.equal(sized.res.statusCode, 200);
+    assert.deepEqual(JSON.parse(sized.body.toString()), { path: "relay/sized.bin", size: data.length });
+    // Node's parser never saw the relayed bytes: the connection cannot carry another request.
+    assert.equal(sized.res.headers.connection, "close");
+    const chunked = await send("PUT", "/files?path=relay/chunked.bin", { body: data, chunked: true });
+    assert.equal(chunked.res.statusCode, 200);
+    assert.equal(chunked.res.headers.connection, "keep-alive");
+    const sums = await h.exec(sb, { command: "sha256sum /workspace/relay/sized.bin /workspace/relay/chunked.bin | cut -d' ' -f1" });
+    assert.equal(sums.stdout, `${sha(data)}\n${sha(data)}\n`);
+  });
+
+  test("a large download is byte-exact and its kept-alive connection serves the next request", async () => {
+    await h.exec(sb, { command: "head -c 5000001 /dev/urandom > /workspace/relay/down.bin" });
+    const expected = (await h.exec(sb, { command: "sha256sum /workspace/relay/down.bin | cut -d' ' -f1" })).stdout.trim();
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const first = await send("GET", "/files?path=relay/down.bin", { agent });
+      assert.equal(first.res.statusCode, 200);
+      assert.equal(first.body.length, 5000001);
+      assert.equal(sha(first.body), expected);
+      const second = await send("GET", "/fs/stat?path=relay/down.bin", { agent });
+      assert.equal(second.reused, true, "the same connection");
+      assert.equal(JSON.parse(second.body.toString()).size, 5000001);
+      const third = await send("GET", "/files?path=relay/down.bin", { agent });
+      assert.equal(third.reused, true);
+      assert.equal(sha(third.body), expected);
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  test("a relay moves bytes only to the process at the other end of the runtime connection", async () => {
+    // This test's process talks to the runtime itself: a relay it asks for lands in its own
+    // socket (the kernel names the peer; the request names no process), and a descriptor it
+    // does not have moves nothing.
+    await h.exec(sb, { command: "head -c 20000000 /dev/urandom > /workspace/relay/mine.bin" });
+    const expected = (await h.exec(sb, { command: "sha256sum /workspace/relay/mine.bin | cut -d' ' -f1" })).stdout.trim();
+    const client = await RuntimeClient.connect(runtimeSocketPath(h.dataDir));
+    const listener = createServer();
+    await new Promise<void>((r) => listener.listen(0, "127.0.0.1", r));
+    try {
+      const accepted = new Promise<Socket>((r) => listener.once("connection", r));
+      const { connect } = await import("node:net");
+      const ours = connect((listener.address() as { port: number }).port, "127.0.0.1");
+      const theirs = await accepted;
+      const received: Buffer[] = [];
+      theirs.on("data", (c: Buffer) => received.push(c));
+
+      const bogus = await client.request("fs.openRead", { sandboxId: sb, path: "relay/mine.bin" });
+      await client.requestWithParts("fs.detachRead", { sandboxId: sb, handle: bogus.handle });
+      await assert.rejects(client.request("fs.relay", { sandboxId: sb, handle: bogus.handle, fd: 100_000, count: 10 }));
+      await client.request("fs.abort", { sandboxId: sb, handle: bogus.handle });
+
+      const { handle, size } = await client.request("fs.openRead", { sandboxId: sb, path: "relay/mine.bin" });
+      assert.equal(size, 20000000);
+      await assert.rejects(client.request("fs.relay", { sandboxId: sb, handle, fd: socketFd(ours), count: 10 }), /detached first/);
+      const { parts } = await client.requestWithParts("fs.detachRead", { sandboxId: sb, handle });
+      const head = Buffer.concat(parts);
+      const { moved } = await client.request("fs.relay", { sandboxId: sb, handle, fd: socketFd(ours), count: size! - head.length });
+      assert.equal(moved, size! - head.length);
+      while (received.reduce((n, c) => n + c.length, 0) < moved) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(sha(Buffer.concat([head, ...received])), expected);
+      ours.destroy();
+    } finally {
+      client.close();
+      listener.close();
+    }
   });
 });
 

@@ -16,9 +16,9 @@ export function fileRoutes(router: Router, files: FileService): void {
     return undefined;
   });
 
-  router.put(`${base}/files`, async ({ url, params, req }) => {
+  router.put(`${base}/files`, async ({ url, params, req, res }) => {
     const q = parseOrThrow(WriteFileQuery, query(url), "query");
-    return { body: await files.upload(params.id!, q.path, q.mode ?? DEFAULT_FILE_MODE, req, false) };
+    return { body: await files.upload(params.id!, q.path, q.mode ?? DEFAULT_FILE_MODE, req, false, res) };
   });
 
   router.get(`${base}/fs/list`, async ({ url, params }) => {
