@@ -94,10 +94,10 @@ export async function filesThroughput(sb: Sandbox, mib: number, serverPid: numbe
       cat.push(performance.now() - t);
       rmSync(dst, { force: true });
       t = performance.now();
-      await sb.files.write("/workspace/bench.bin", createReadStream(src, { highWaterMark: 1 << 20 }));
+      await sb.files.uploadFile(src, "/workspace/bench.bin");
       up.push(performance.now() - t);
       t = performance.now();
-      await pipeline(await sb.files.read("/workspace/bench.bin", { format: "stream" }), createWriteStream(back));
+      await sb.files.downloadFile("/workspace/bench.bin", back);
       down.push(performance.now() - t);
       rmSync(back, { force: true });
       t = performance.now();

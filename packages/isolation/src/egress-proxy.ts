@@ -12,7 +12,7 @@ import type { EgressLogEntry, NetworkPolicy } from "@agentbox/protocol";
 import { EgressPolicy } from "./network-policy.js";
 import { RELAY_THRESHOLD_BYTES, proxyResponse, serveHttpProxy, type Decision } from "./http-forwarder.js";
 import { SocketReader, socketFd, startReading, stopReading } from "./socket-reader.js";
-import type { SpawnedProcess } from "./spawner.js";
+import { outputEnded, type SpawnedProcess } from "./spawner.js";
 
 /** Resolves a name to its addresses (the proxy's only view of DNS). */
 export type Resolver = (host: string) => Promise<string[]>;
@@ -241,6 +241,7 @@ export class EgressProxy {
     client.once("close", stop);
     upstream.once("close", stop);
     await proc.exited;
+    await outputEnded(proc.stdout);
     const [ab, ba] = counts.trim().split(" ").map(Number);
     if (Number.isFinite(ab) && Number.isFinite(ba)) {
       line.bytesOut += ab!;

@@ -10,7 +10,7 @@ import { once } from "node:events";
 import { connect, type Socket } from "node:net";
 import type { EgressLogEntry } from "@agentbox/protocol";
 import { HeadTooLargeError, SocketReader, socketFd } from "./socket-reader.js";
-import type { SpawnedProcess } from "./spawner.js";
+import { outputEnded, type SpawnedProcess } from "./spawner.js";
 
 export type Decision = { address: string } | { reason: string };
 
@@ -405,6 +405,7 @@ async function relayBody(up: Upstream, client: Socket, length: number, line: Egr
       const stop = () => proc!.kill("SIGKILL");
       client.once("close", stop);
       const status = await proc.exited;
+      await outputEnded(proc.stdout);
       client.off("close", stop);
       moved = Number(out.trim()) || 0;
       line.bytesIn += moved;

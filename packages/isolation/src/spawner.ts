@@ -60,6 +60,25 @@ interface Pending {
   earlyExit?: ExitStatus;
 }
 
+/**
+ * Resolves once `stream` (a helper's stdout) has given all its bytes: the exit of a process can
+ * be reported before the last of its output is read. At most `capMs` after the call.
+ */
+export function outputEnded(stream: Socket, capMs = 1000): Promise<void> {
+  if (stream.readableEnded || stream.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      stream.off("end", done);
+      stream.off("close", done);
+      resolve();
+    };
+    const timer = setTimeout(done, capMs);
+    stream.once("end", done);
+    stream.once("close", done);
+  });
+}
+
 const SIGNALS = Object.fromEntries(Object.entries(osConstants.signals).map(([k, v]) => [v, k])) as Record<number, NodeJS.Signals>;
 
 function decodeStatus(raw: number): ExitStatus {

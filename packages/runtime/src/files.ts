@@ -14,7 +14,7 @@ import type { Socket } from "node:net";
 import { Readable } from "node:stream";
 import tar from "tar-stream";
 import { AgentboxError, type ErrorCode } from "@agentbox/protocol";
-import { FS_HELPER, socketFd, stopReading, type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
+import { FS_HELPER, outputEnded, socketFd, stopReading, type CgroupGroup, type LocalSandbox, type SpawnedProcess } from "@agentbox/isolation";
 
 /** Relative paths are relative to the workdir; the result is absolute and normalized (`..` cannot climb above /). */
 export function sandboxPath(path: string, workdir: string): string {
@@ -416,6 +416,7 @@ export class FileService {
       proc.stderr.resume();
       await proc.exited;
       relayed = true;
+      await outputEnded(proc.stdout);
       const moved = Number.parseInt(Buffer.concat(out).toString("utf8"), 10) || 0;
       if (t.kind === "read") {
         t.relaying = false;

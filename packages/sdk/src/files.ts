@@ -9,8 +9,9 @@
  *   await sb.files.uploadDir("./project", "/workspace/project");
  *   const watcher = await sb.files.watch("src", (e) => console.log(e.type, e.path));
  */
-import { ReadStream, createWriteStream, statSync } from "node:fs";
-import { mkdir, symlink } from "node:fs/promises";
+import { ReadStream, createReadStream, createWriteStream, statSync } from "node:fs";
+import { mkdir, stat, symlink } from "node:fs/promises";
+import type { IncomingMessage } from "node:http";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -27,6 +28,9 @@ export interface WriteOptions {
   /** Permission bits of the file (default 0o644). */
   mode?: number;
 }
+
+/** Slices of a file transfer: large ones make fewer trips through each event loop on the way. */
+const TRANSFER_SLICE_BYTES = 4 * 1024 * 1024;
 
 /** The size of the file a not yet started fs.ReadStream reads whole, else undefined. */
 function wholeFileLength(stream: Readable): number | undefined {
@@ -91,6 +95,39 @@ export class Files {
     const length = body instanceof Uint8Array ? body.length : wholeFileLength(body);
     if (options.onProgress) body = (body instanceof Uint8Array ? Readable.from([Buffer.from(body)]) : body).pipe(counter(options.onProgress));
     return this.http.upload("PUT", `${this.base}/files`, query, body, "application/octet-stream", length);
+  }
+
+  /**
+   * Copy a local file into the sandbox. Read in large slices and sent with its length, it goes
+   * through the server by splice: the fastest way to move a big file in.
+   */
+  async uploadFile(localPath: string, remotePath: string, options: WriteOptions & TransferOptions = {}): Promise<{ path: string; size: number }> {
+    const size = (await stat(localPath)).size;
+    const query: Record<string, string> = { path: remotePath };
+    if (options.mode !== undefined) query.mode = options.mode.toString(8).padStart(3, "0");
+    const source = createReadStream(localPath, { highWaterMark: TRANSFER_SLICE_BYTES });
+    const body = options.onProgress ? source.pipe(counter(options.onProgress, size)) : source;
+    return this.http.upload("PUT", `${this.base}/files`, query, body, "application/octet-stream", size);
+  }
+
+  /**
+   * Copy a file of the sandbox to a local path (written in large slices). Rejects with
+   * CONNECTION_FAILED if the connection ends before the whole file arrived.
+   */
+  async downloadFile(remotePath: string, localPath: string, options: TransferOptions & { mode?: number } = {}): Promise<{ path: string; size: number }> {
+    const res = (await this.read(remotePath, { format: "stream" })) as IncomingMessage;
+    const total = Number(res.headers["content-length"]);
+    let bytes = 0;
+    const count = counter((n) => {
+      bytes = n;
+      options.onProgress?.(n, Number.isFinite(total) ? total : undefined);
+    });
+    const sink = createWriteStream(localPath, { highWaterMark: TRANSFER_SLICE_BYTES, ...(options.mode !== undefined ? { mode: options.mode } : {}) });
+    await pipeline(res, count, sink);
+    if (!res.complete || (Number.isFinite(total) && bytes !== total)) {
+      throw new AgentboxApiError(CONNECTION_FAILED, `reading ${remotePath}: the connection ended after ${bytes} of ${total} bytes`);
+    }
+    return { path: localPath, size: bytes };
   }
 
   /** The entries of a directory; `depth` > 1 descends (depth 2: children and grandchildren). */

@@ -2,7 +2,6 @@
  * `agentbox cp` and `agentbox ls`: files and directories between this machine
  * and a sandbox (`<sandbox>:<path>` names the sandbox side, as in `docker cp`).
  */
-import { createReadStream, createWriteStream } from "node:fs";
 import { lstat, readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { Transform } from "node:stream";
@@ -114,7 +113,7 @@ Examples:
             } else {
               const dest = target?.type === "dir" || to.path.endsWith("/") ? path.posix.join(to.path, path.basename(source)) : to.path;
               const mode = opts.mode ? parseInt(opts.mode, 8) : st.mode & 0o777;
-              const r = await sb.files.write(dest, createReadStream(source), { mode, onProgress });
+              const r = await sb.files.uploadFile(source, dest, { mode, onProgress });
               bytes = r.size;
             }
             bar.done();
@@ -137,20 +136,24 @@ Examples:
               const local = await localStat(destination);
               dest = local?.isDirectory() || destination.endsWith("/") ? path.join(destination, path.posix.basename(entry.path)) : destination;
             }
-            const stream = await sb.files.read(from.path, { format: "stream" });
-            const total = Number((stream as import("node:http").IncomingMessage).headers["content-length"]);
-            const bar = new ProgressBar(path.posix.basename(entry.path), total, showProgress && process.stderr.isTTY === true && total > 1 << 20 && destination !== "-");
-            const count = new Transform({
-              transform(chunk: Buffer, _enc, cb) {
-                bytes += chunk.length;
-                bar.update(bytes);
-                cb(null, chunk);
-              },
-            });
-            if (dest === undefined) await pipeline(stream, count, process.stdout, { end: false });
-            else await pipeline(stream, count, createWriteStream(dest, { mode: entry.mode & 0o777 }));
+            const bar = new ProgressBar(path.posix.basename(entry.path), entry.size, showProgress && process.stderr.isTTY === true && entry.size > 1 << 20 && destination !== "-");
+            if (dest !== undefined) {
+              const r = await sb.files.downloadFile(from.path, dest, { mode: entry.mode & 0o777, onProgress: (n) => bar.update(n) });
+              bytes = r.size;
+            } else {
+              const stream = await sb.files.read(from.path, { format: "stream" });
+              const total = Number((stream as import("node:http").IncomingMessage).headers["content-length"]);
+              const count = new Transform({
+                transform(chunk: Buffer, _enc, cb) {
+                  bytes += chunk.length;
+                  bar.update(bytes);
+                  cb(null, chunk);
+                },
+              });
+              await pipeline(stream, count, process.stdout, { end: false });
+              if (Number.isFinite(total) && bytes !== total) throw new CliError("CONNECTION_FAILED", `the transfer ended after ${bytes} of ${total} bytes`);
+            }
             bar.done();
-            if (Number.isFinite(total) && bytes !== total) throw new CliError("CONNECTION_FAILED", `the transfer ended after ${bytes} of ${total} bytes`);
           }
         }
         if (ctx.json) printJson({ source, destination, bytes, durationMs: Math.round(performance.now() - started) });
