@@ -40,6 +40,26 @@ describe("SDK files", () => {
     assert.equal(text, "one two three");
   });
 
+  test("uploadFile and downloadFile copy local files byte-exact, with mode and progress", async () => {
+    for (const size of [0, 1, 5 * 1024 * 1024 + 7]) {
+      const data = randomBytes(size);
+      const src = join(local, `up-${size}.bin`);
+      writeFileSync(src, data);
+      const seen: Array<[number, number | undefined]> = [];
+      const up = await sb.files.uploadFile(src, `u/${size}.bin`, { mode: 0o640, onProgress: (n, total) => seen.push([n, total]) });
+      assert.deepEqual(up, { path: `u/${size}.bin`, size });
+      assert.equal((await sb.files.stat(`u/${size}.bin`)).mode, 0o640);
+      if (size > 0) assert.deepEqual(seen.at(-1), [size, size]);
+      const back = join(local, `down-${size}.bin`);
+      const down = await sb.files.downloadFile(`u/${size}.bin`, back, { mode: 0o600 });
+      assert.deepEqual(down, { path: back, size });
+      assert.deepEqual(readFileSync(back), data);
+      assert.equal(lstatSync(back).mode & 0o777, 0o600);
+    }
+    await assert.rejects(sb.files.downloadFile("u/missing.bin", join(local, "x")), (e) => isAgentboxError(e, "NOT_FOUND"));
+    await assert.rejects(sb.files.uploadFile(join(local, "no-such-file"), "u/x"), /ENOENT/);
+  });
+
   test("list, stat, mkdir, move, remove, exists, typed errors", async () => {
     await sb.files.mkdir("m/x/y", { recursive: true });
     await sb.files.write("m/x/f", "f");
