@@ -236,44 +236,46 @@ export class FileService {
   private async relayUpload(sandboxId: string, handle: string, path: string, length: number, req: IncomingMessage, res: ServerResponse, fd: number): Promise<{ path: string; size?: number }> {
     res.setHeader("connection", "close");
     const socket = req.socket;
+    // Body bytes the client still has to send (or Node holds) should anything fail: they are
+    // read and dropped before the answer, or the client could not read it.
+    let unread = length;
     try {
       // Node must not read another byte of this socket: IncomingMessage's _read would start the
       // socket again (on the next tick), so it goes; a resume already scheduled runs before the
       // second stop; what was read until then is taken from the request.
       (req as unknown as { _read: () => void })._read = () => undefined;
       const head: Buffer[] = [];
-      let headBytes = 0;
       const take = () => {
         stopReading(socket);
         for (let chunk: Buffer | null; (chunk = req.read() as Buffer | null) !== null; ) {
           head.push(chunk);
-          headBytes += chunk.length;
+          unread -= chunk.length;
         }
       };
       take();
       await new Promise((resolve) => setImmediate(resolve));
       take();
-      if (headBytes > 0) await this.runtime.requestWithBody("fs.write", { sandboxId, handle }, head);
-      const rest = length - headBytes;
-      if (rest > 0) {
-        let moved: number;
+      if (head.length > 0) await this.runtime.requestWithBody("fs.write", { sandboxId, handle }, head);
+      if (unread > 0) {
         try {
-          moved = (await this.runtime.request("fs.relay", { sandboxId, handle, fd, count: rest })).moved;
+          unread -= (await this.runtime.request("fs.relay", { sandboxId, handle, fd, count: unread })).moved;
         } catch (err) {
-          // The sandbox refused the bytes (LIMIT_EXCEEDED, …): the client is still sending.
-          const taken = err instanceof AgentboxError && typeof err.details?.moved === "number" ? err.details.moved : 0;
-          await discardBody(req, socket, rest - taken);
+          // The sandbox refused the bytes (LIMIT_EXCEEDED, …), after taking `moved` of them: an
+          // internal figure, not part of the error the client gets.
+          if (err instanceof AgentboxError && typeof err.details?.moved === "number") {
+            const { moved, ...details } = err.details;
+            unread -= moved as number;
+            throw new AgentboxError(err.code, err.message, details);
+          }
           throw err;
         }
-        if (moved < rest) {
-          await discardBody(req, socket, rest - moved);
-          throw new AgentboxError("INVALID_REQUEST", "the upload was cut off before its body was complete");
-        }
+        if (unread > 0) throw new AgentboxError("INVALID_REQUEST", "the upload was cut off before its body was complete");
       }
       const done = await this.runtime.request("fs.finishWrite", { sandboxId, handle });
       return done.size !== undefined ? { path, size: done.size } : { path };
     } catch (err) {
       await this.runtime.request("fs.abort", { sandboxId, handle }).catch(() => undefined);
+      await discardBody(req, socket, unread);
       throw err;
     }
   }

@@ -427,6 +427,7 @@ describe("files: storage limit", () => {
     const json = (await r.json()) as any;
     assert.equal(r.status, 413, JSON.stringify(json));
     assert.equal(json.error.code, "LIMIT_EXCEEDED");
+    assert.deepEqual(json.error.details, { errno: "ENOSPC" });
     const left = await h.exec(other, { command: "ls -A /workspace/up" });
     assert.equal(left.stdout, "", "no partial or temporary file");
     // Room again: the same write goes through.
