@@ -98,6 +98,23 @@ static ssize_t move_once(int in, int out, int pipe_fds[2], int *use_splice, char
 }
 
 /*
+ * One readable direction of a relay: move what is there and count it; at the end of its input,
+ * pass the end on and mark it closed. Returns 0 to go on, 1 to poll again at once (interrupted),
+ * -1 when a read or write failed (the connection is gone).
+ */
+static int relay_step(int in, int out, int out_socket, int pipe_fds[2], int *use_splice, char *buf, long long *moved, int *open) {
+  ssize_t n = move_once(in, out, pipe_fds, use_splice, buf);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return 1;
+  if (n > 0) {
+    *moved += n;
+    return 0;
+  }
+  *open = 0;
+  end_output(out, out_socket);
+  return n < 0 ? -1 : 0;
+}
+
+/*
  * Copy a_in → b_out and b_in → a_out until both directions reach end of input.
  * An end of input in one direction is passed on as an end of output, so half-closed
  * connections (an HTTP client that shuts down after its request) work.
@@ -116,26 +133,12 @@ static void relay(int a_in, int a_out, int a_socket, int b_in, int b_out, int b_
       if (errno == EINTR) continue;
       break;
     }
-    if (a_open && fds[0].revents) {
-      ssize_t n = move_once(a_in, b_out, ab, &splice_ab, buf);
-      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-      if (n > 0) moved_ab += n;
-      if (n <= 0) {
-        a_open = 0;
-        end_output(b_out, b_socket);
-        if (n < 0) break; /* a failed read or write: the connection is gone */
-      }
-    }
-    if (b_open && fds[1].revents) {
-      ssize_t n = move_once(b_in, a_out, ba, &splice_ba, buf);
-      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-      if (n > 0) moved_ba += n;
-      if (n <= 0) {
-        b_open = 0;
-        end_output(a_out, a_socket);
-        if (n < 0) break;
-      }
-    }
+    int r = 0;
+    if (a_open && fds[0].revents) r = relay_step(a_in, b_out, b_socket, ab, &splice_ab, buf, &moved_ab, &a_open);
+    if (r == 1) continue;
+    if (r < 0) break;
+    if (b_open && fds[1].revents) r = relay_step(b_in, a_out, a_socket, ba, &splice_ba, buf, &moved_ba, &b_open);
+    if (r < 0) break;
   }
   free(buf);
 }

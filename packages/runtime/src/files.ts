@@ -49,6 +49,18 @@ function helperError(stderr: string, fallback: string): AgentboxError {
   return new AgentboxError("INTERNAL", `${fallback}: ${stderr.trim() || "the files helper failed"}`);
 }
 
+/** Resolves when `stdin` has written out what it holds, or its process has exited. */
+function drainedOrExited(stdin: Socket, exited: Promise<unknown>): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      stdin.off("drain", done);
+      resolve();
+    };
+    stdin.on("drain", done);
+    void exited.then(done);
+  });
+}
+
 /** Pull-based reading of a stream with a bounded buffer: the stream is paused while the buffer is full. */
 class PullReader {
   private chunks: Buffer[] = [];
@@ -316,16 +328,7 @@ export class FileService {
     }
     let flowing = true;
     for (const part of parts) flowing = stdin.write(part);
-    if (!flowing) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          stdin.off("drain", done);
-          resolve();
-        };
-        stdin.on("drain", done);
-        void t.exited.then(done);
-      });
-    }
+    if (!flowing) await drainedOrExited(stdin, t.exited);
     if (t.ended) {
       await t.exited;
       throw helperError(t.stderr.join(""), "write");
@@ -393,12 +396,7 @@ export class FileService {
       let local: Socket;
       if (t.kind === "write") {
         local = t.child.stdin as Socket;
-        if (!t.ended && !local.destroyed && local.writableLength > 0) {
-          await new Promise<void>((resolve) => {
-            local.once("drain", resolve);
-            void t.exited.then(() => resolve());
-          });
-        }
+        if (!t.ended && !local.destroyed && local.writableLength > 0) await drainedOrExited(local, t.exited);
         if (t.ended || local.destroyed) {
           await t.exited;
           throw helperError(t.stderr.join(""), "write");

@@ -10,7 +10,7 @@
  *   const watcher = await sb.files.watch("src", (e) => console.log(e.type, e.path));
  */
 import { ReadStream, createReadStream, createWriteStream, statSync } from "node:fs";
-import { mkdir, stat, symlink } from "node:fs/promises";
+import { mkdir, symlink } from "node:fs/promises";
 import type { IncomingMessage } from "node:http";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -27,6 +27,14 @@ export type { FileEntry, WatchEvent };
 export interface WriteOptions {
   /** Permission bits of the file (default 0o644). */
   mode?: number;
+}
+
+/** A read that ended before the file's announced size is an error, not a short file. */
+function requireWhole(file: string, res: IncomingMessage, bytes: number): void {
+  const expected = Number(res.headers["content-length"]);
+  if (!res.complete || (Number.isFinite(expected) && bytes !== expected)) {
+    throw new AgentboxApiError(CONNECTION_FAILED, `reading ${file}: the connection ended after ${bytes} of ${expected} bytes`);
+  }
 }
 
 /** Slices of a file transfer: large ones make fewer trips through each event loop on the way. */
@@ -78,10 +86,7 @@ export class Files {
     const chunks: Buffer[] = [];
     for await (const c of res) chunks.push(c as Buffer);
     const all = Buffer.concat(chunks);
-    const expected = Number(res.headers["content-length"]);
-    if (!res.complete || (Number.isFinite(expected) && all.length !== expected)) {
-      throw new AgentboxApiError(CONNECTION_FAILED, `reading ${file}: the connection ended after ${all.length} of ${expected} bytes`);
-    }
+    requireWhole(file, res, all.length);
     return options.format === "bytes" ? new Uint8Array(all.buffer, all.byteOffset, all.length) : all.toString("utf8");
   }
 
@@ -93,7 +98,7 @@ export class Files {
     // A whole local file has a known length: sent with it (not chunked), the server can move
     // the body by splice instead of through its event loop.
     const length = body instanceof Uint8Array ? body.length : wholeFileLength(body);
-    if (options.onProgress) body = (body instanceof Uint8Array ? Readable.from([Buffer.from(body)]) : body).pipe(counter(options.onProgress));
+    if (options.onProgress) body = (body instanceof Uint8Array ? Readable.from([Buffer.from(body)]) : body).pipe(counter(options.onProgress, length));
     return this.http.upload("PUT", `${this.base}/files`, query, body, "application/octet-stream", length);
   }
 
@@ -101,13 +106,8 @@ export class Files {
    * Copy a local file into the sandbox. Read in large slices and sent with its length, it goes
    * through the server by splice: the fastest way to move a big file in.
    */
-  async uploadFile(localPath: string, remotePath: string, options: WriteOptions & TransferOptions = {}): Promise<{ path: string; size: number }> {
-    const size = (await stat(localPath)).size;
-    const query: Record<string, string> = { path: remotePath };
-    if (options.mode !== undefined) query.mode = options.mode.toString(8).padStart(3, "0");
-    const source = createReadStream(localPath, { highWaterMark: TRANSFER_SLICE_BYTES });
-    const body = options.onProgress ? source.pipe(counter(options.onProgress, size)) : source;
-    return this.http.upload("PUT", `${this.base}/files`, query, body, "application/octet-stream", size);
+  uploadFile(localPath: string, remotePath: string, options: WriteOptions & TransferOptions = {}): Promise<{ path: string; size: number }> {
+    return this.write(remotePath, createReadStream(localPath, { highWaterMark: TRANSFER_SLICE_BYTES }), options);
   }
 
   /**
@@ -124,9 +124,7 @@ export class Files {
     });
     const sink = createWriteStream(localPath, { highWaterMark: TRANSFER_SLICE_BYTES, ...(options.mode !== undefined ? { mode: options.mode } : {}) });
     await pipeline(res, count, sink);
-    if (!res.complete || (Number.isFinite(total) && bytes !== total)) {
-      throw new AgentboxApiError(CONNECTION_FAILED, `reading ${remotePath}: the connection ended after ${bytes} of ${total} bytes`);
-    }
+    requireWhole(remotePath, res, bytes);
     return { path: localPath, size: bytes };
   }
 
