@@ -2,7 +2,7 @@
 # Compiles the native helpers (packages/isolation/native) when a source is newer than its binary:
 #   agentbox-enter  enters sandboxes (runs on the host, as root)
 #   agentbox-fs     the files API inside a sandbox (static: it runs on any image)
-#   agentbox-net    the network bridge and port connector inside a sandbox (static)
+#   agentbox-net    socket relays, and the port connector inside a sandbox (static)
 set -euo pipefail
 cd "$(dirname "$0")/../packages/isolation"
 mkdir -p bin

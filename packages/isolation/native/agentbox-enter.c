@@ -30,6 +30,14 @@
  *   ← started id=I pid=P stdin=N stdout=N stderr=N [info=N]
  *   → release id=I          (the runtime has opened its ends: close ours)
  *   ← exit id=I status=S    (raw wait status)
+ *   → listen id=I target=PID port=N
+ *   ← (on the IPC channel) a handle message with {"listenId":I}, or "failed id=I" here
+ *
+ * With `--serve --ipc FD`, FD is the runtime's Node IPC channel: the one way
+ * to hand a Node process a socket (a listener made inside a sandbox's network
+ * namespace for its egress proxy). Node's own framing is used there: a JSON
+ * line {"cmd":"NODE_HANDLE",...} sent with the descriptor; its acks are read
+ * and dropped.
  *
  * What entering means. Without a target (starting a sandbox's namespace
  * holder): mount the sandbox's overlay root filesystem (if asked) and leave
@@ -66,6 +74,8 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 #include <linux/capability.h>
 
@@ -516,6 +526,81 @@ static void handle_relay(char **fields, int n) {
   start_job(id, pid, -1, out_[0], err_[0], -1, 0);
 }
 
+/* The runtime's Node IPC channel (--ipc FD), or -1. */
+static int ipc_fd = -1;
+/* Our own network namespace, to come back to after making a socket in a sandbox's. */
+static int own_netns = -1;
+
+/*
+ * listen: a TCP listener on 127.0.0.1:PORT inside the network namespace of process PID (a
+ * sandbox's egress proxy port), handed to the runtime. A socket keeps the namespace it was made
+ * in, so we enter the sandbox's only for socket/bind/listen and come straight back. It is made
+ * as root: the sandbox's user can neither close it nor bind the port beside it (SO_REUSEPORT
+ * needs the same owner), and nothing of the host is mounted into the sandbox for it.
+ */
+static void handle_listen(char **fields, int n) {
+  const char *id = NULL;
+  long target = -1, port = -1;
+  for (int i = 1; i < n; i++) {
+    char *f = fields[i];
+    if (!strncmp(f, "id=", 3)) id = f + 3;
+    else if (!strncmp(f, "target=", 7)) target = strtol(f + 7, NULL, 10);
+    else if (!strncmp(f, "port=", 5)) port = strtol(f + 5, NULL, 10);
+  }
+  if (!id) return;
+  if (target <= 0 || port < 1 || port > 65535 || ipc_fd < 0 || own_netns < 0) {
+    errno = EINVAL;
+    return reply_error(id, ipc_fd < 0 ? "no IPC channel (--ipc)" : "incomplete listen request");
+  }
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%ld/ns/net", target);
+  int ns = open(path, O_RDONLY | O_CLOEXEC);
+  if (ns < 0) return reply_error(id, "open the sandbox's network namespace");
+  if (setns(ns, CLONE_NEWNET) != 0) {
+    close(ns);
+    return reply_error(id, "setns");
+  }
+  close(ns);
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons((uint16_t)port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int ok = s >= 0 && bind(s, (struct sockaddr *)&addr, sizeof addr) == 0 && listen(s, 1024) == 0;
+  int err = errno;
+  /* Every later fork must start in our namespace: failing to return is fatal. */
+  if (setns(own_netns, CLONE_NEWNET) != 0) die("setns (back)");
+  if (!ok) {
+    if (s >= 0) close(s);
+    errno = err;
+    return reply_error(id, "listen in the sandbox");
+  }
+  char msg[160];
+  int len = snprintf(msg, sizeof msg, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"listenId\":%ld}}\n", strtol(id, NULL, 10));
+  struct iovec iov = {msg, (size_t)len};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(cm), &s, sizeof(int));
+  ssize_t w;
+  do w = sendmsg(ipc_fd, &mh, MSG_NOSIGNAL);
+  while (w < 0 && errno == EINTR);
+  err = errno;
+  close(s);
+  if (w != len) {
+    errno = w < 0 ? err : EIO;
+    reply_error(id, "send the listener");
+  }
+}
+
 static void handle_release(char **fields, int n) {
   for (int i = 1; i < n; i++) {
     if (strncmp(fields[i], "id=", 3)) continue;
@@ -560,10 +645,18 @@ static void reap(void) {
   }
 }
 
-static int serve(void) {
+static int serve(int ipc) {
   /* Die with the runtime; its sandboxes' holders die with us (--die-with-parent). */
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() == 1) return 0;
+  /* Node announces its channel in our environment: no child of ours may inherit either. */
+  clearenv();
+  if (ipc >= 0) {
+    ipc_fd = fcntl(ipc, F_DUPFD_CLOEXEC, 10);
+    close(ipc);
+    if (ipc_fd >= 0) fcntl(ipc_fd, F_SETFL, fcntl(ipc_fd, F_GETFL) | O_NONBLOCK);
+  }
+  own_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
   signal(SIGPIPE, SIG_IGN);
   sigset_t mask;
   sigemptyset(&mask);
@@ -577,10 +670,20 @@ static int serve(void) {
   char *buf = malloc(MAX_FRAME + 4);
   size_t have = 0;
   for (;;) {
-    struct pollfd p[2] = {{.fd = 0, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
-    if (poll(p, 2, -1) < 0) {
+    struct pollfd p[3] = {{.fd = 0, .events = POLLIN}, {.fd = sfd, .events = POLLIN}, {.fd = ipc_fd, .events = POLLIN}};
+    if (poll(p, 3, -1) < 0) {
       if (errno == EINTR) continue;
       die("poll");
+    }
+    if (p[2].revents) {
+      /* Node's acks of our handles: nothing to act on. */
+      char drop[4096];
+      ssize_t r;
+      while ((r = read(ipc_fd, drop, sizeof drop)) > 0) {}
+      if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+        close(ipc_fd);
+        ipc_fd = -1;
+      }
     }
     if (p[1].revents & POLLIN) {
       struct signalfd_siginfo si;
@@ -612,6 +715,7 @@ static int serve(void) {
         if (n > 0 && !strcmp(fields[0], "spawn")) handle_spawn(fields, n);
         else if (n > 0 && !strcmp(fields[0], "release")) handle_release(fields, n);
         else if (n > 0 && !strcmp(fields[0], "relay")) handle_relay(fields, n);
+        else if (n > 0 && !strcmp(fields[0], "listen")) handle_listen(fields, n);
         free(fields);
         memmove(buf, buf + 4 + len, have - 4 - len);
         have -= 4 + len;
@@ -624,14 +728,15 @@ static int serve(void) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: agentbox-enter --serve\n"
+          "usage: agentbox-enter --serve [--ipc FD]\n"
           "       agentbox-enter [--cgroup FILE]... --uid N --gid N [--overlay L:U:W:T --root-fd N]\n"
           "                      [--target PID --cwd DIR [--tty]] -- PROGRAM [ARG]...\n");
   _exit(125);
 }
 
 int main(int argc, char **argv) {
-  if (argc == 2 && !strcmp(argv[1], "--serve")) return serve();
+  if (argc == 2 && !strcmp(argv[1], "--serve")) return serve(-1);
+  if (argc == 4 && !strcmp(argv[1], "--serve") && !strcmp(argv[2], "--ipc")) return serve((int)strtol(argv[3], NULL, 10));
   struct spec s = {.root_fd = -1, .uid = -1, .gid = -1, .pid_fd = -1};
   int i = 1;
   for (; i < argc; i++) {

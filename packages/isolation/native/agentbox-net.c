@@ -1,11 +1,8 @@
 /*
- * agentbox-net: the network helper run inside sandboxes (static, so it runs on any image;
- * the runtime starts it from a host descriptor, never from the sandbox's files).
+ * agentbox-net: the network helper: it relays sockets for the runtime, and connects to
+ * exposed ports inside sandboxes (static, so it runs on any image; the runtime starts it from
+ * a host descriptor, never from the sandbox's files).
  *
- *   agentbox-net bridge PORT SOCKET
- *       Listen on 127.0.0.1:PORT inside the sandbox's network namespace and relay each
- *       connection to the unix SOCKET (the host's egress proxy, bind-mounted in). This is
- *       the sandbox's only way out under an allowlist: it has no route, only loopback.
  *   agentbox-net relay FD_A FD_B
  *       Relay two connected sockets it was given (by the runtime's spawner, from the egress
  *       proxy) until both directions end; print "A_TO_B B_TO_A" byte counts on stdout.
@@ -31,7 +28,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #define BUF_SIZE (256 * 1024)
@@ -141,49 +137,6 @@ static void relay(int a_in, int a_out, int a_socket, int b_in, int b_out, int b_
     if (r < 0) break;
   }
   free(buf);
-}
-
-static int cmd_bridge(int port, const char *socket_path) {
-  struct sockaddr_un target;
-  memset(&target, 0, sizeof target);
-  target.sun_family = AF_UNIX;
-  if (strlen(socket_path) >= sizeof target.sun_path) {
-    fprintf(stderr, "agentbox-net: socket path too long\n");
-    return 2;
-  }
-  strcpy(target.sun_path, socket_path);
-
-  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  struct sockaddr_in addr;
-  memset(&addr, 0, sizeof addr);
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons((uint16_t)port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (listener < 0 || bind(listener, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(listener, 256) < 0) {
-    fprintf(stderr, "agentbox-net: cannot listen on 127.0.0.1:%d: %s\n", port, strerror(errno));
-    return 1;
-  }
-  /* Children are reaped by the kernel; each connection lives in its own process. */
-  signal(SIGCHLD, SIG_IGN);
-  for (;;) {
-    int client = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
-    if (client < 0) {
-      if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE) continue;
-      return 1;
-    }
-    pid_t pid = fork();
-    if (pid == 0) {
-      close(listener);
-      setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      int upstream = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (upstream < 0 || connect(upstream, (struct sockaddr *)&target, sizeof target) < 0) _exit(1);
-      relay(client, client, 1, upstream, upstream, 1);
-      _exit(0);
-    }
-    close(client);
-  }
 }
 
 static int cmd_connect(int port) {
@@ -340,16 +293,11 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (argc == 5 && !strcmp(argv[1], "relay-n")) return cmd_relay_n(atoi(argv[2]), atoi(argv[3]), atoll(argv[4]));
   if (argc == 4 && !strcmp(argv[1], "relay")) return cmd_relay(atoi(argv[2]), atoi(argv[3]));
-  if (argc == 4 && !strcmp(argv[1], "bridge")) {
-    int port = parse_port(argv[2]);
-    if (port < 0) return 2;
-    return cmd_bridge(port, argv[3]);
-  }
   if (argc == 3 && !strcmp(argv[1], "connect")) {
     int port = parse_port(argv[2]);
     if (port < 0) return 2;
     return cmd_connect(port);
   }
-  fprintf(stderr, "usage: agentbox-net bridge PORT SOCKET | connect PORT\n");
+  fprintf(stderr, "usage: agentbox-net relay FD_A FD_B | relay-n FD_A FD_B N | connect PORT\n");
   return 2;
 }

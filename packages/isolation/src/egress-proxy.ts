@@ -1,8 +1,8 @@
 /**
  * The host side of allowlist networking: one HTTP (absolute-form and CONNECT) and SOCKS5
- * proxy serving every sandbox, each through its own unix socket (bind-mounted into that
- * sandbox only), so every connection is attributed to its sandbox and checked against
- * that sandbox's current rules. Names are resolved here, never inside the sandbox, and the
+ * proxy serving every sandbox, each on a listener of its own (made on the loopback of that
+ * sandbox's network namespace, see Spawner.listenIn), so every connection is attributed to
+ * its sandbox and checked against that sandbox's current rules. Names are resolved here, never inside the sandbox, and the
  * proxy connects to the very address it checked (no second lookup to rebind).
  */
 import { chmodSync, rmSync } from "node:fs";
@@ -12,7 +12,7 @@ import type { EgressLogEntry, NetworkPolicy } from "@agentbox/protocol";
 import { EgressPolicy } from "./network-policy.js";
 import { RELAY_THRESHOLD_BYTES, proxyResponse, serveHttpProxy, type Decision } from "./http-forwarder.js";
 import { SocketReader, socketFd, startReading, stopReading } from "./socket-reader.js";
-import { outputEnded, type SpawnedProcess } from "./spawner.js";
+import { outputEnded, type ListenHandle, type SpawnedProcess } from "./spawner.js";
 
 /** Resolves a name to its addresses (the proxy's only view of DNS). */
 export type Resolver = (host: string) => Promise<string[]>;
@@ -27,7 +27,8 @@ const CONNECT_TIMEOUT_MS = 10_000;
 
 interface Attached {
   id: string;
-  socketPath: string;
+  /** Where its connections come in: a listener handle, or a unix socket path (removed at detach). */
+  listen?: ListenHandle | string;
   server: Server;
   policy: EgressPolicy;
   log: EgressLogEntry[];
@@ -56,23 +57,37 @@ export class EgressProxy {
     this.relay = opts.relay;
   }
 
-  /** Serve sandbox `id` on a new unix socket at `socketPath` (any local user may connect: only that sandbox sees it). */
-  async attach(id: string, socketPath: string, policy: NetworkPolicy): Promise<void> {
-    rmSync(socketPath, { force: true });
+  /** Take on sandbox `id` with its rules; its connections come in once `serve` has its listener. */
+  attach(id: string, policy: NetworkPolicy): void {
     const entry: Attached = {
       id,
-      socketPath,
       server: createServer((socket) => this.accept(entry, socket)),
       policy: new EgressPolicy(policy),
       log: [],
       connections: new Set(),
     };
+    this.sandboxes.set(id, entry);
+  }
+
+  /**
+   * Accept sandbox `id`'s connections on `listen`: a listener handle (Spawner.listenIn), or a
+   * path for a new unix socket. A listener for a sandbox detached meanwhile is closed.
+   */
+  async serve(id: string, listen: ListenHandle | string): Promise<void> {
+    const entry = this.sandboxes.get(id);
+    if (!entry || entry.listen !== undefined) {
+      if (typeof listen !== "string") listen.close?.();
+      if (!entry) return;
+      throw new Error(`sandbox ${id} is served already`);
+    }
+    entry.listen = listen;
+    if (typeof listen === "string") rmSync(listen, { force: true });
     await new Promise<void>((resolve, reject) => {
       entry.server.once("error", reject);
-      entry.server.listen(socketPath, () => resolve());
+      entry.server.listen(listen, () => resolve());
     });
-    chmodSync(socketPath, 0o666);
-    this.sandboxes.set(id, entry);
+    // Any local user may connect to a socket path: only its sandbox is given it.
+    if (typeof listen === "string") chmodSync(listen, 0o666);
   }
 
   setPolicy(id: string, policy: NetworkPolicy): void {
@@ -94,8 +109,8 @@ export class EgressProxy {
     if (!entry) return;
     this.sandboxes.delete(id);
     for (const socket of entry.connections) socket.destroy();
-    await new Promise<void>((resolve) => entry.server.close(() => resolve()));
-    rmSync(entry.socketPath, { force: true });
+    if (entry.server.listening) await new Promise<void>((resolve) => entry.server.close(() => resolve()));
+    if (typeof entry.listen === "string") rmSync(entry.listen, { force: true });
   }
 
   async close(): Promise<void> {

@@ -9,20 +9,21 @@ import type { SandboxLimits } from "@agentbox/protocol";
 import type { CgroupDriver, CgroupGroup, SandboxCgroup } from "./cgroups.js";
 import { SANDBOX_GID, SANDBOX_HOME, SANDBOX_UID, SANDBOX_USER } from "./host-image.js";
 import { ensureOwnedDir, overlaySpec, unmountRootfs, type RootfsPaths } from "./overlay-rootfs.js";
-import type { SpawnedProcess, Spawner } from "./spawner.js";
+import type { ListenHandle, SpawnedProcess, Spawner } from "./spawner.js";
 import { ENTER_HELPER, FS_HELPER, NET_HELPER } from "./system-tools.js";
 import { startOpenNetwork, type OpenNetwork } from "./open-network.js";
 
 const HOLD_PATH = "/dev/.agentbox-hold";
-/** Where an allowlist sandbox sees its egress proxy's unix socket. */
-export const PROXY_SOCKET_PATH = "/dev/.agentbox-proxy.sock";
 /** The loopback port inside the sandbox that leads to its egress proxy (HTTP and SOCKS5). */
 export const PROXY_PORT = 3128;
 
-/** How a sandbox reaches out: not at all, through the egress proxy's socket, or through user-mode networking. */
+/**
+ * How a sandbox reaches out: not at all; through the egress proxy, which `serve`s the listener
+ * made on the sandbox's loopback port PROXY_PORT; or through user-mode networking.
+ */
 export type SandboxNetwork =
   | { mode: "none" }
-  | { mode: "allowlist"; proxySocket: string }
+  | { mode: "allowlist"; serve: (listener: ListenHandle) => Promise<void> }
   | { mode: "open"; resolvConf: string };
 
 export interface LocalSandboxOptions {
@@ -195,7 +196,9 @@ export class LocalSandbox {
         await new Promise((r) => setTimeout(r, 1));
       }
       if (openNet) this.openNet = await openNet;
-      if (opts.network?.mode === "allowlist") await this.startBridge();
+      // The proxy's port on the sandbox's own loopback: a client reaches the proxy in one hop,
+      // and neither a process of the sandbox nor a host file mounted in carries the way out.
+      if (opts.network?.mode === "allowlist") await opts.network.serve(await opts.spawner.listenIn(this.initPid, PROXY_PORT));
     })();
     this.ready.catch(() => undefined);
     // The first command's cgroup, made while bubblewrap works.
@@ -211,31 +214,6 @@ export class LocalSandbox {
   /** Wait until the sandbox can run commands (its network included); rejects if it failed to start. */
   whenReady(): Promise<void> {
     return this.ready;
-  }
-
-  /**
-   * The loopback listener that leads to the egress proxy, in a group of its own. It runs as the
-   * sandbox's user (killing it only cuts the sandbox's own way out) from a host descriptor.
-   */
-  private async startBridge(): Promise<void> {
-    const group = this.cgroup.child("net");
-    const proc = await this.opts.spawner.spawn({
-      argv: ["agentbox-net", "bridge", String(PROXY_PORT), PROXY_SOCKET_PATH],
-      env: {},
-      cwd: "/",
-      uid: this.user.uid,
-      gid: this.user.gid,
-      target: this.initPid,
-      cgroupProcs: group.procsFiles,
-      noStdin: true,
-      exec: NET_HELPER,
-    });
-    let stderr = "";
-    proc.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    proc.stdout.resume();
-    // Listening takes microseconds; a bridge that cannot listen exits at once: give it that moment.
-    const early = await Promise.race([proc.exited, new Promise<undefined>((r) => setTimeout(() => r(undefined), 20))]);
-    if (early) throw new Error(`the sandbox's network bridge exited: ${stderr.trim() || JSON.stringify(early)}`);
   }
 
   /**
@@ -324,7 +302,6 @@ function proxyEnv(network: SandboxNetwork | undefined): Record<string, string> {
 }
 
 function networkBinds(network: SandboxNetwork | undefined): string[] {
-  if (network?.mode === "allowlist") return ["--ro-bind", network.proxySocket, PROXY_SOCKET_PATH];
   if (network?.mode === "open") return ["--ro-bind", network.resolvConf, "/etc/resolv.conf"];
   return [];
 }

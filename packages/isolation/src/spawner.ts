@@ -7,7 +7,9 @@
  * here: 2 ms at 40 MiB, 19 ms at 350 MiB), and the runtime holds every
  * process's output. The spawner is a few hundred KiB and forks in
  * microseconds. The pipes it creates reach us through /proc/<spawner>/fd/N
- * (Node cannot receive file descriptors over a socket).
+ * (Node cannot receive file descriptors over a socket). Sockets cannot be opened
+ * that way: the one kind we take from it, a listener made inside a sandbox's
+ * network namespace, comes over Node's IPC channel, which carries descriptors.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { constants, openSync } from "node:fs";
@@ -87,21 +89,35 @@ function decodeStatus(raw: number): ExitStatus {
   return { code: null, signal: SIGNALS[sig] ?? (`SIG${sig}` as NodeJS.Signals) };
 }
 
+/** A listening socket's handle as Node received it: give it to `net.Server.listen(handle)`. */
+export type ListenHandle = object & { close?: () => void };
+
 export class Spawner {
   private child: ChildProcess | undefined;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
+  private readonly listening = new Map<number, { resolve: (h: ListenHandle) => void; reject: (e: Error) => void }>();
   private buffer: Buffer = Buffer.alloc(0);
   private dead: Error | undefined;
 
   start(): void {
-    const child = spawn(ENTER_HELPER, ["--serve"], { stdio: ["pipe", "pipe", "inherit"], env: {} });
+    const child = spawn(ENTER_HELPER, ["--serve", "--ipc", "3"], { stdio: ["pipe", "pipe", "inherit", "ipc"], env: {} });
     this.child = child;
     child.stdout!.on("data", (chunk: Buffer) => this.receive(chunk));
+    child.on("message", (msg: { listenId?: number }, handle?: ListenHandle) => {
+      const waiting = this.listening.get(Number(msg?.listenId));
+      if (!waiting || !handle) return handle?.close?.();
+      this.listening.delete(Number(msg.listenId));
+      waiting.resolve(handle);
+    });
+    // The channel must not keep a process alive that is otherwise done.
+    (child.channel as { unref?: () => void } | undefined)?.unref?.();
     child.on("exit", (code, signal) => {
       this.dead = new Error(`the process spawner exited (${signal ?? code})`);
       for (const p of this.pending.values()) p.reject(this.dead);
+      for (const l of this.listening.values()) l.reject(this.dead);
       this.pending.clear();
+      this.listening.clear();
     });
     child.on("error", (err) => {
       this.dead = err;
@@ -151,6 +167,20 @@ export class Spawner {
     });
   }
 
+  /**
+   * A TCP listener on 127.0.0.1:`port` inside the network namespace of process `target` (a
+   * sandbox's pid 1), made by the spawner as root and handed to us: serve it with
+   * `net.Server.listen(handle)`. Connections made before that wait in its backlog.
+   */
+  listenIn(target: number, port: number): Promise<ListenHandle> {
+    if (!this.child || this.dead) return Promise.reject(this.dead ?? new Error("spawner not started"));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.listening.set(id, { resolve, reject });
+      this.send(["listen", `id=${id}`, `target=${target}`, `port=${port}`]);
+    });
+  }
+
   stop(): void {
     this.child?.stdin?.end();
     this.child?.kill("SIGKILL");
@@ -178,6 +208,11 @@ export class Spawner {
     const [op, ...rest] = fields;
     const kv = Object.fromEntries(rest.map((f) => [f.slice(0, f.indexOf("=")), f.slice(f.indexOf("=") + 1)]));
     const id = Number(kv.id);
+    const l = this.listening.get(id);
+    if (l && op === "failed") {
+      this.listening.delete(id);
+      return l.reject(new Error(kv.error ?? "listen failed"));
+    }
     const p = this.pending.get(id);
     if (!p) return;
     if (op === "failed") {

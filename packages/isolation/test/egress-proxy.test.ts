@@ -56,7 +56,8 @@ describe("egress proxy", () => {
 
   test("a wildcard rule with the resolved loopback address allowed passes; without it the address is refused", async () => {
     const sock = join(dir, "a.sock");
-    await proxy.attach("a", sock, { mode: "allowlist", allow: ["*.example.test", `127.0.0.1:${port}`] });
+    proxy.attach("a", { mode: "allowlist", allow: ["*.example.test", `127.0.0.1:${port}`] });
+    await proxy.serve("a", sock);
     const ok = await roundTrip(sock, `POST http://deep.api.example.test:${port}/p?q=1 HTTP/1.1\r\nHost: deep.api.example.test:${port}\r\nProxy-Connection: keep-alive\r\nContent-Length: 3\r\n\r\nabc`);
     assert.match(ok.toString(), /\r\n\r\nPOST \/p\?q=1 host=deep\.api\.example\.test:\d+ proxy=- body=abc$/);
     proxy.setPolicy("a", { mode: "allowlist", allow: ["*.example.test"] });
@@ -75,7 +76,8 @@ describe("egress proxy", () => {
 
   test("CONNECT and SOCKS5 (names and IPv4), deny before allow, and malformed requests", async () => {
     const sock = join(dir, "b.sock");
-    await proxy.attach("b", sock, { mode: "allowlist", allow: ["127.0.0.1", "api.example.test", "*.example.test"], deny: ["deep.api.example.test"] });
+    proxy.attach("b", { mode: "allowlist", allow: ["127.0.0.1", "api.example.test", "*.example.test"], deny: ["deep.api.example.test"] });
+    await proxy.serve("b", sock);
     const tunnel = await roundTrip(sock, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\nGET /t HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n`);
     assert.match(tunnel.toString(), /^HTTP\/1\.1 200 Connection Established\r\n\r\nHTTP\/1\.1 200 OK[\s\S]*GET \/t host=t proxy=- body=$/);
     const denied = await roundTrip(sock, `CONNECT deep.api.example.test:${port} HTTP/1.1\r\n\r\n`);

@@ -66,7 +66,8 @@ describe("plain-HTTP forwarding", () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "agentbox-fwd-"));
     sock = join(dir, "p.sock");
-    await proxy.attach("s", sock, { mode: "allowlist", allow: ["127.0.0.1"] });
+    proxy.attach("s", { mode: "allowlist", allow: ["127.0.0.1"] });
+    await proxy.serve("s", sock);
   });
   after(async () => {
     await proxy.close();

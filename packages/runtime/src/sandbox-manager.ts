@@ -100,7 +100,7 @@ export class SandboxManager {
   private readonly imports = new Map<string, { promise: Promise<PreparedImage>; progress?: ImportProgress }>();
   /** Disk use of each slot's empty disk. */
   private readonly diskBaselines = new Map<number, number>();
-  /** One egress proxy for every allowlist sandbox, each on its own socket. */
+  /** One egress proxy for every allowlist sandbox, each on its own listener. */
   private readonly egress = new EgressProxy({ relay: (a, b, count) => this.spawner.relay(process.pid, a, b, NET_HELPER, count) });
 
   constructor(private readonly dataDir: string, cgroups?: CgroupDriver) {
@@ -197,7 +197,7 @@ export class SandboxManager {
     const names = new Set([...readdirSync(this.sandboxesDir), ...readdirSync(this.mountsDir)]);
     names.delete("volumes");
     names.delete("resolv.conf");
-    // Egress sockets of sandboxes that died with an earlier runtime.
+    // Egress proxy sockets an earlier version made for its sandboxes.
     if (names.delete("net")) rmSync(join(this.mountsDir, "net"), { recursive: true, force: true });
     for (const name of names) await unmountRootfs(rootfsPaths(join(this.sandboxesDir, name), join(this.mountsDir, name)));
   }
@@ -294,14 +294,11 @@ export class SandboxManager {
     }
   }
 
-  /** The host side of a sandbox's network: its egress proxy socket, or what open mode needs. */
+  /** The host side of a sandbox's network: its place in the egress proxy, or what open mode needs. */
   private async attachNetwork(id: string, policy: NetworkPolicy): Promise<SandboxNetwork> {
     if (policy.mode === "allowlist") {
-      const dir = join(this.mountsDir, "net");
-      mkdirSync(dir, { recursive: true, mode: 0o711 });
-      const proxySocket = join(dir, `${id}.sock`);
-      await this.egress.attach(id, proxySocket, policy);
-      return { mode: "allowlist", proxySocket };
+      this.egress.attach(id, policy);
+      return { mode: "allowlist", serve: (listener) => this.egress.serve(id, listener) };
     }
     if (policy.mode === "open") {
       if (!slirp4netnsPath()) {

@@ -81,6 +81,14 @@ describe("network policy and exposed ports", () => {
     // Going around the proxy: the sandbox has no route anywhere.
     const direct = await sh(sb.id, `curl -sS -m 3 --noproxy '*' http://127.0.0.1:${a.port}/ 2>&1; echo "curl=$?"; python3 -c 'import socket; socket.create_connection(("192.0.2.2", ${a.port}), timeout=2)' 2>&1 | tail -1`);
     assert.match(direct.stdout, /curl=7\n.*Network is unreachable/s);
+    // The proxy's port is a listener of the host's: no process of the sandbox carries it (none
+    // to kill), no host socket is mounted in, and the port cannot be taken over beside it.
+    const held = await sh(sb.id, [
+      "ls -l /proc/[0-9]*/fd/ 2>/dev/null | grep -c 'socket:'",
+      "ls /dev/.agentbox-proxy.sock 2>&1 | grep -c 'No such file'",
+      `python3 -c 'import socket\nfor a in ("127.0.0.1", "0.0.0.0"):\n  s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\n  try: s.bind((a, 3128)); print(a, "bound")\n  except OSError as e: print(a, e.strerror)'`,
+    ].join("; "));
+    assert.equal(held.stdout, "0\n1\n127.0.0.1 Address already in use\n0.0.0.0 Address already in use\n");
     // The egress log has every request of this sandbox, in order, with bytes.
     const log = await h.api("GET", `/v1/sandboxes/${sb.id}/network/log`);
     assert.equal(log.status, 200);
