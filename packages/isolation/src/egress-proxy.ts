@@ -61,7 +61,7 @@ export class EgressProxy {
   attach(id: string, policy: NetworkPolicy): void {
     const entry: Attached = {
       id,
-      server: createServer((socket) => this.accept(entry, socket)),
+      server: createServer({ noDelay: true }, (socket) => this.accept(entry, socket)),
       policy: new EgressPolicy(policy),
       log: [],
       connections: new Set(),
@@ -97,7 +97,7 @@ export class EgressProxy {
 
   log(id: string, limit = EGRESS_LOG_LIMIT): EgressLogEntry[] {
     const log = this.sandboxes.get(id)?.log ?? [];
-    return log.slice(Math.max(0, log.length - limit)).map((e) => {
+    return log.slice(Math.max(0, log.length - Math.min(limit, EGRESS_LOG_LIMIT))).map((e) => {
       const { at, ...rest } = e as EgressLogEntry & { at: number };
       return { ...rest, time: new Date(at).toISOString() };
     });
@@ -144,9 +144,9 @@ export class EgressProxy {
 
   private record(entry: Attached, fields: Omit<EgressLogEntry, "time" | "bytesOut" | "bytesIn">): EgressLogEntry {
     // The time is formatted when the log is read, not on every request.
-    const line = { time: "", ...fields, bytesOut: 0, bytesIn: 0, at: Date.now() } as EgressLogEntry & { at: number };
-    entry.log.push(line);
-    if (entry.log.length > EGRESS_LOG_LIMIT) entry.log.splice(0, entry.log.length - EGRESS_LOG_LIMIT);
+    const line = Object.assign({ time: "", at: Date.now(), bytesOut: 0, bytesIn: 0 }, fields) as EgressLogEntry & { at: number };
+    // Kept up to twice the limit, then cut back at once: no shifting of the whole log per entry.
+    if (entry.log.push(line) >= 2 * EGRESS_LOG_LIMIT) entry.log = entry.log.slice(-EGRESS_LOG_LIMIT);
     return line;
   }
 

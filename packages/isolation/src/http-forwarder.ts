@@ -40,46 +40,61 @@ const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "pro
 
 interface Head {
   startLine: string;
-  headers: Array<[string, string]>;
-  /** Values by lower-case name. */
-  byName: Map<string, string[]>;
+  /** The header lines in order: names as sent, their lower-case forms, and values. */
+  names: string[];
+  lower: string[];
+  values: string[];
 }
 
 class BadMessage extends Error {}
 
+/** Split a head (through its blank line) into its lines; one pass, no regex but the name check. */
 function parseHead(raw: Buffer): Head {
   const text = raw.toString("latin1");
-  const lines = text.slice(0, -4).split("\r\n");
-  const headers: Array<[string, string]> = [];
-  const byName = new Map<string, string[]>();
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const colon = line.indexOf(":");
-    const name = line.slice(0, colon);
-    if (colon <= 0 || !TOKEN.test(name)) throw new BadMessage(`bad header line`);
-    const value = line.slice(colon + 1).trim();
-    headers.push([name, value]);
-    const lower = name.toLowerCase();
-    const list = byName.get(lower);
-    if (list) list.push(value);
-    else byName.set(lower, [value]);
+  const blank = text.length - 2;
+  let start = text.indexOf("\r\n");
+  const head: Head = { startLine: text.slice(0, start), names: [], lower: [], values: [] };
+  for (start += 2; start < blank; ) {
+    const next = text.indexOf("\r\n", start);
+    const colon = text.indexOf(":", start);
+    if (colon <= start || colon > next) throw new BadMessage("bad header line");
+    const name = text.slice(start, colon);
+    if (!TOKEN.test(name)) throw new BadMessage("bad header line");
+    if (head.names.push(name) > 256) throw new BadMessage("too many headers");
+    head.lower.push(name.toLowerCase());
+    head.values.push(text.slice(colon + 1, next).trim());
+    start = next + 2;
   }
-  if (headers.length > 256) throw new BadMessage("too many headers");
-  return { startLine: lines[0]!, headers, byName };
+  return head;
 }
 
 /** A header name (an obs-fold continuation line starts with a space and never is one). */
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
-function header(head: Head, name: string): string[] {
-  return head.byName.get(name) ?? [];
+const NONE: readonly string[] = Object.freeze([]);
+
+/** Every value of header `name` (lower case). */
+function header(head: Head, name: string): readonly string[] {
+  let out: string[] | undefined;
+  for (let i = 0; i < head.lower.length; i++) if (head.lower[i] === name) (out ??= []).push(head.values[i]!);
+  return out ?? NONE;
 }
 
-function tokens(head: Head, name: string): string[] {
-  const values = head.byName.get(name);
-  if (!values) return [];
-  return values.flatMap((v) => v.split(",").map((t) => t.trim().toLowerCase())).filter(Boolean);
+/** The comma-separated tokens of header `name`, lower case. */
+function tokens(head: Head, name: string): readonly string[] {
+  let out: string[] | undefined;
+  for (let i = 0; i < head.lower.length; i++) {
+    if (head.lower[i] !== name) continue;
+    for (const t of head.values[i]!.split(",")) {
+      const token = t.trim().toLowerCase();
+      if (token) (out ??= []).push(token);
+    }
+  }
+  return out ?? NONE;
 }
+
+/** A Content-Length value. */
+const DIGITS = /^[0-9]{1,15}$/;
 
 type Framing = { kind: "none" } | { kind: "length"; length: number } | { kind: "chunked" } | { kind: "close" };
 
@@ -91,11 +106,14 @@ function bodyFraming(head: Head, isRequest: boolean): Framing {
     if (isRequest) throw new BadMessage("a request's transfer-encoding must end with chunked");
     return { kind: "close" };
   }
-  const lengths = new Set(header(head, "content-length").flatMap((v) => v.split(",").map((x) => x.trim())));
+  const values = header(head, "content-length");
+  if (values.length === 0) return isRequest ? { kind: "none" } : { kind: "close" };
+  if (values.length === 1 && DIGITS.test(values[0]!)) return { kind: "length", length: Number(values[0]) };
+  const lengths = new Set(values.flatMap((v) => v.split(",").map((x) => x.trim())));
   if (lengths.size > 1) throw new BadMessage("conflicting content-length");
   if (lengths.size === 1) {
     const [value] = lengths;
-    if (!/^[0-9]{1,15}$/.test(value!)) throw new BadMessage("bad content-length");
+    if (!DIGITS.test(value!)) throw new BadMessage("bad content-length");
     return { kind: "length", length: Number(value) };
   }
   return isRequest ? { kind: "none" } : { kind: "close" };
@@ -206,11 +224,11 @@ export async function serveHttpProxy(client: Socket, ctx: ForwardContext): Promi
       const named = new Set(connection);
       let out = `${method} ${url.path} HTTP/1.1\r\n`;
       let hasHost = false;
-      for (const [k, v] of head.headers) {
-        const lower = k.toLowerCase();
+      for (let i = 0; i < head.names.length; i++) {
+        const lower = head.lower[i]!;
         if (HOP_BY_HOP.has(lower) || named.has(lower)) continue;
         if (lower === "host") hasHost = true;
-        out += `${k}: ${v}\r\n`;
+        out += `${head.names[i]}: ${head.values[i]}\r\n`;
       }
       if (!hasHost) out += `Host: ${url.host}${url.port === 80 ? "" : `:${url.port}`}\r\n`;
       out += upgrading ? `Connection: Upgrade\r\nUpgrade: ${header(head, "upgrade")[0]}\r\n\r\n` : "Connection: keep-alive\r\n\r\n";
