@@ -233,13 +233,16 @@ export async function serveHttpProxy(client: Socket, ctx: ForwardContext): Promi
       if (!hasHost) out += `Host: ${url.host}${url.port === 80 ? "" : `:${url.port}`}\r\n`;
       out += upgrading ? `Connection: Upgrade\r\nUpgrade: ${header(head, "upgrade")[0]}\r\n\r\n` : "Connection: keep-alive\r\n\r\n";
       const up: Upstream = upstream;
-      await write(up.socket, out);
+      const sending = write(up.socket, out);
+      if (sending) await sending;
       // The request body goes on while the response is read (a server may answer 100 Continue first).
-      let bodyFinished = false;
-      void copyBody(reader, up.socket, framing, (n) => (line.bytesOut += n)).then(
-        () => (bodyFinished = true),
-        () => undefined,
-      );
+      let bodyFinished = framing.kind === "none";
+      if (!bodyFinished) {
+        void copyBody(reader, up.socket, framing, (n) => (line.bytesOut += n)).then(
+          () => (bodyFinished = true),
+          () => undefined,
+        );
+      }
       const result = await forwardResponse(up, client, method, line, ctx, reader);
       if (result === "upgraded") {
         // Both sockets belong to the raw stream now.
@@ -368,9 +371,11 @@ async function forwardResponse(
     const framing: Framing = !final ? { kind: "none" } : method === "HEAD" || status === 204 || status === 304 ? { kind: "none" } : bodyFraming(head, false);
     if (framing.kind === "length" && framing.length <= SMALL_BODY_BYTES) {
       // A small response leaves in one write with its head: one wake-up for the client.
-      const body = await up.reader.exact(framing.length);
+      const held = up.reader.takeExact(framing.length);
+      const body = held ?? (await up.reader.exact(framing.length));
       line.bytesIn += body.length;
-      await write(client, body.length ? Buffer.concat([raw, body]) : raw);
+      const sending = write(client, body.length ? Buffer.concat([raw, body]) : raw);
+      if (sending) await sending;
       if (!final) continue;
       return upstreamClose ? "close" : "keep";
     }

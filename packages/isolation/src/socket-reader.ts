@@ -143,6 +143,11 @@ export class SocketReader {
     return this.take(n);
   }
 
+  /** Exactly `n` bytes if they are here already (no wait, no promise), else undefined. */
+  takeExact(n: number): Buffer | undefined {
+    return this.buffered.length >= n ? this.take(n) : undefined;
+  }
+
   /** What is there (waiting for at least one byte), at most `max`; null at the end. */
   async some(max: number): Promise<Buffer | null> {
     while (this.buffered.length === 0) {
