@@ -24,6 +24,7 @@ export interface ForwardContext {
 }
 
 const MAX_HEAD = 64 * 1024;
+const CRLF = Buffer.from("\r\n");
 const MAX_LINE = 16 * 1024;
 const CONNECT_TIMEOUT_MS = 10_000;
 /**
@@ -40,7 +41,7 @@ const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "pro
 
 interface Head {
   startLine: string;
-  /** The header lines in order: names as sent, their lower-case forms, and values. */
+  /** The header lines in order (or only those `keep` asked for): names as sent, their lower-case forms, and values. */
   names: string[];
   lower: string[];
   values: string[];
@@ -48,24 +49,67 @@ interface Head {
 
 class BadMessage extends Error {}
 
-/** Split a head (through its blank line) into its lines; one pass, no regex but the name check. */
-function parseHead(raw: Buffer): Head {
+/**
+ * Split a head (through its blank line) into its lines, one pass. Every line is checked; with
+ * `keep`, only the headers it names are kept (a response needs just the ones that frame it).
+ */
+function parseHead(raw: Buffer, keep?: ReadonlySet<string>): Head {
   const text = raw.toString("latin1");
   const blank = text.length - 2;
   let start = text.indexOf("\r\n");
   const head: Head = { startLine: text.slice(0, start), names: [], lower: [], values: [] };
+  let count = 0;
   for (start += 2; start < blank; ) {
     const next = text.indexOf("\r\n", start);
     const colon = text.indexOf(":", start);
     if (colon <= start || colon > next) throw new BadMessage("bad header line");
     const name = text.slice(start, colon);
     if (!TOKEN.test(name)) throw new BadMessage("bad header line");
-    if (head.names.push(name) > 256) throw new BadMessage("too many headers");
-    head.lower.push(name.toLowerCase());
-    head.values.push(text.slice(colon + 1, next).trim());
+    if (++count > 256) throw new BadMessage("too many headers");
+    const lower = name.toLowerCase();
+    if (!keep || keep.has(lower)) {
+      head.names.push(name);
+      head.lower.push(lower);
+      head.values.push(text.slice(colon + 1, next).trim());
+    }
     start = next + 2;
   }
   return head;
+}
+
+/** The response headers the proxy acts on. */
+const RESPONSE_HEADERS: ReadonlySet<string> = new Set(["connection", "content-length", "transfer-encoding"]);
+
+/**
+ * What the proxy takes from a request's header lines. It depends on those lines only, so a
+ * keep-alive client that repeats them (most do) costs one comparison instead of a parse.
+ */
+interface RequestHeaders {
+  framing: Framing;
+  /** Connection and Proxy-Connection tokens, lower case. */
+  connection: readonly string[];
+  /** The Upgrade asked for (Connection names upgrade), if any. */
+  upgrade: string | undefined;
+  /** The lines to pass on, each with its CRLF: hop-by-hop ones and those Connection names left out. */
+  forwarded: string;
+  hasHost: boolean;
+}
+
+function requestHeaders(head: Head): RequestHeaders {
+  const framing = bodyFraming(head, true);
+  const connectionTokens = tokens(head, "connection");
+  const connection = connectionTokens.concat(tokens(head, "proxy-connection"));
+  const upgrade = connectionTokens.includes("upgrade") ? header(head, "upgrade")[0] : undefined;
+  const named = new Set(connection);
+  let forwarded = "";
+  let hasHost = false;
+  for (let i = 0; i < head.names.length; i++) {
+    const lower = head.lower[i]!;
+    if (HOP_BY_HOP.has(lower) || named.has(lower)) continue;
+    if (lower === "host") hasHost = true;
+    forwarded += `${head.names[i]}: ${head.values[i]}\r\n`;
+  }
+  return { framing, connection, upgrade, forwarded, hasHost };
 }
 
 /** A header name (an obs-fold continuation line starts with a space and never is one). */
@@ -157,6 +201,8 @@ interface Upstream {
 export async function serveHttpProxy(client: Socket, ctx: ForwardContext): Promise<void> {
   const reader = new SocketReader(client, READ_AHEAD_BYTES);
   let upstream: Upstream | undefined;
+  /** The previous request's header lines and what they gave. */
+  let last: { lines: Buffer; request: RequestHeaders } | undefined;
   const dropUpstream = () => {
     upstream?.socket.destroy();
     upstream = undefined;
@@ -173,15 +219,20 @@ export async function serveHttpProxy(client: Socket, ctx: ForwardContext): Promi
         return;
       }
       if (raw === null) return void client.end();
-      let head: Head;
-      let framing: Framing;
-      try {
-        head = parseHead(raw);
-        framing = bodyFraming(head, true);
-      } catch {
-        return void client.end(proxyResponse(400, "Bad Request", "malformed request", true));
+      const lineEnd = raw.indexOf(CRLF);
+      const lines = raw.subarray(lineEnd + 2);
+      let request: RequestHeaders;
+      if (last && last.lines.equals(lines)) request = last.request;
+      else {
+        try {
+          request = requestHeaders(parseHead(raw));
+        } catch {
+          return void client.end(proxyResponse(400, "Bad Request", "malformed request", true));
+        }
+        last = { lines: Buffer.from(lines), request };
       }
-      const m = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP\/1\.([01])$/.exec(head.startLine);
+      const { framing, connection } = request;
+      const m = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP\/1\.([01])$/.exec(raw.toString("latin1", 0, lineEnd));
       if (!m) return void client.end(proxyResponse(400, "Bad Request", "malformed request line", true));
       const [, method, target, minor] = m as unknown as [string, string, string, string];
       if (method === "CONNECT") {
@@ -194,8 +245,6 @@ export async function serveHttpProxy(client: Socket, ctx: ForwardContext): Promi
       }
       const url = parseAbsoluteUrl(target);
       if (!url) return void client.end(proxyResponse(400, "Bad Request", "this is a proxy: send absolute http:// URLs, or CONNECT host:port for anything else", true));
-      const connectionTokens = tokens(head, "connection");
-      const connection = connectionTokens.concat(tokens(head, "proxy-connection"));
       const clientKeepAlive = minor === "1" ? !connection.includes("close") : connection.includes("keep-alive");
       const bareHost = url.host.startsWith("[") ? url.host.slice(1, -1) : url.host;
       const decided = ctx.decide(url.host, url.port);
@@ -220,18 +269,9 @@ export async function serveHttpProxy(client: Socket, ctx: ForwardContext): Promi
           continue;
         }
       }
-      const upgrading = connectionTokens.includes("upgrade") && header(head, "upgrade").length > 0;
-      const named = new Set(connection);
-      let out = `${method} ${url.path} HTTP/1.1\r\n`;
-      let hasHost = false;
-      for (let i = 0; i < head.names.length; i++) {
-        const lower = head.lower[i]!;
-        if (HOP_BY_HOP.has(lower) || named.has(lower)) continue;
-        if (lower === "host") hasHost = true;
-        out += `${head.names[i]}: ${head.values[i]}\r\n`;
-      }
-      if (!hasHost) out += `Host: ${url.host}${url.port === 80 ? "" : `:${url.port}`}\r\n`;
-      out += upgrading ? `Connection: Upgrade\r\nUpgrade: ${header(head, "upgrade")[0]}\r\n\r\n` : "Connection: keep-alive\r\n\r\n";
+      let out = `${method} ${url.path} HTTP/1.1\r\n${request.forwarded}`;
+      if (!request.hasHost) out += `Host: ${url.host}${url.port === 80 ? "" : `:${url.port}`}\r\n`;
+      out += request.upgrade !== undefined ? `Connection: Upgrade\r\nUpgrade: ${request.upgrade}\r\n\r\n` : "Connection: keep-alive\r\n\r\n";
       const up: Upstream = upstream;
       const sending = write(up.socket, out);
       if (sending) await sending;
@@ -353,7 +393,7 @@ async function forwardResponse(
     }
     let head: Head;
     try {
-      head = parseHead(raw);
+      head = parseHead(raw, RESPONSE_HEADERS);
     } catch {
       if (!sent) await write(client, proxyResponse(502, "Bad Gateway", "the server sent a malformed response", true));
       return "close-client";

@@ -100,6 +100,34 @@ describe("plain-HTTP forwarding", () => {
     c.socket.destroy();
   });
 
+  test("requests that repeat the previous header lines are treated alike, and a changed line is read afresh", async () => {
+    const up = await rawServer((s, got) => {
+      let answered = 0;
+      s.on("data", () => {
+        const done = got().split("\r\n\r\n").length - 1;
+        for (; answered < done; answered++) s.write(`HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n${answered}`);
+      });
+    });
+    servers.push(up.server);
+    const c = proxyClient(sock);
+    const lines = `Host: 127.0.0.1:${up.port}\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n\r\n`;
+    c.write(`GET http://127.0.0.1:${up.port}/a HTTP/1.1\r\n${lines}`);
+    await c.until((t) => t.endsWith("0"));
+    // The same lines under another request line: the new method and path, the same rewrite.
+    c.write(`DELETE http://127.0.0.1:${up.port}/b HTTP/1.1\r\n${lines}`);
+    await c.until((t) => t.endsWith("1"));
+    // One line changed: now the client asks to close, and the proxy must hear it.
+    c.write(`GET http://127.0.0.1:${up.port}/c HTTP/1.1\r\nHost: 127.0.0.1:${up.port}\r\nConnection: close\r\n\r\n`);
+    await c.closed();
+    assert.equal(c.bytes().toString("latin1"), "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n0HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2");
+    assert.equal(
+      up.seen[0],
+      `GET /a HTTP/1.1\r\nHost: 127.0.0.1:${up.port}\r\nConnection: keep-alive\r\n\r\n` +
+        `DELETE /b HTTP/1.1\r\nHost: 127.0.0.1:${up.port}\r\nConnection: keep-alive\r\n\r\n` +
+        `GET /c HTTP/1.1\r\nHost: 127.0.0.1:${up.port}\r\nConnection: keep-alive\r\n\r\n`,
+    );
+  });
+
   test("chunked request and response bodies, HEAD, 204 and 304 are framed right", async () => {
     const up = await rawServer((s, got) => {
       let answered = 0;
