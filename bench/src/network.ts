@@ -1,8 +1,8 @@
 /**
  * (m) Egress through the allowlist proxy: one client program, run on the host straight at a
- * loopback HTTP server and inside an allowlist sandbox through its proxy (bridge in the
- * sandbox → unix socket → host proxy → server). It times sequential keep-alive GETs and one
- * 100 MiB download itself, so process start-up counts on neither side.
+ * loopback HTTP server and inside an allowlist sandbox through its proxy (client → the proxy
+ * in the runtime, on its listener in the sandbox's namespace → server). It times sequential
+ * keep-alive GETs and one 100 MiB download itself, so process start-up counts on neither side.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import type { Agentbox, Sandbox } from "@agentbox/sdk";

@@ -10,7 +10,7 @@ export const ENTER_HELPER = process.env.AGENTBOX_ENTER_HELPER ?? join(here, ".."
 /** The files helper, run inside sandboxes from a descriptor (see native/agentbox-fs.c). */
 export const FS_HELPER = process.env.AGENTBOX_FS_HELPER ?? join(here, "..", "..", "bin", "agentbox-fs");
 
-/** The network helper (bridge to the egress proxy, exposed-port connector), run inside sandboxes from a descriptor. */
+/** The network helper (socket relays for the runtime; the exposed-port connector, run inside sandboxes from a descriptor). */
 export const NET_HELPER = process.env.AGENTBOX_NET_HELPER ?? join(here, "..", "..", "bin", "agentbox-net");
 
 export function findProgram(name: string): string | undefined {
