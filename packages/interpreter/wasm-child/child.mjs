@@ -56,6 +56,9 @@ function handle(m) {
     case "interrupt":
       // SIGINT → KeyboardInterrupt in Python (a pending host call is answered by the parent).
       Atomics.store(interruptView, 0, 2);
+      // The parent counts the run's grace from here: until now it may only have been waiting
+      // for this thread to get a core.
+      send({ type: "interrupt-set" });
       return;
     case "run":
       Atomics.store(interruptView, 0, 0);

@@ -6,7 +6,8 @@
  * to it, fd 4: calls and output from it), the hot path of host calls.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
+import { setPriority } from "node:os";
 import type { Readable, Writable } from "node:stream";
 import { createRequire } from "node:module";
 import { dirname, resolve } from "node:path";
@@ -79,6 +80,7 @@ export class InterpreterChild {
       ],
       { env: {}, stdio: ["pipe", "pipe", "pipe", "pipe", "pipe"] },
     );
+    if (this.process.pid !== undefined) setBootPriority(this.process.pid, true);
     this.answerPipe = this.process.stdio[3] as Writable;
     this.answerPipe.on("error", () => {});
     const direct = new WorkerFrameReader(64 * 1024 * 1024);
@@ -109,6 +111,7 @@ export class InterpreterChild {
     });
     this.onReady = (m) => {
       this.warming = false;
+      if (this.process.pid !== undefined) setBootPriority(this.process.pid, false);
       this.memoryBytes = m.memoryBytes as number;
       readyResolve({ loadMs: m.loadMs as number, memoryBytes: m.memoryBytes as number });
     };
@@ -199,6 +202,11 @@ export class InterpreterChild {
       this.kill();
       return;
     }
+    if (m.type === "interrupt-set") {
+      const waiting = this.interruptsSet.splice(0);
+      for (const resolve of waiting) resolve();
+      return;
+    }
     if (m.type === "result") {
       this.runHandlers = null;
       this.callPending = false;
@@ -250,10 +258,18 @@ export class InterpreterChild {
     return this.request({ type: "probe" });
   }
 
-  /** Stops the run: KeyboardInterrupt in Python, also out of a pending host call. */
-  interrupt(): void {
+  /** Callers of interrupt() waiting for the child to have set the interrupt. */
+  private readonly interruptsSet: Array<() => void> = [];
+
+  /**
+   * Stops the run: KeyboardInterrupt in Python, also out of a pending host call. Resolves once
+   * the child's main thread has set the interrupt the Pyodide thread polls (never if it is gone).
+   */
+  interrupt(): Promise<void> {
+    const set = new Promise<void>((resolve) => this.interruptsSet.push(resolve));
     this.send({ type: "interrupt" });
     this.answer({ ok: false, interrupted: true });
+    return set;
   }
 
   /**
@@ -274,5 +290,30 @@ export class InterpreterChild {
   kill(): void {
     if (this.process.exitCode === null && this.process.signalCode === null) this.process.kill("SIGKILL");
     this.alive = false;
+  }
+}
+
+/** The nice value an interpreter boots at: warming a spare must not slow the runs in progress. */
+const BOOT_NICE = 10;
+
+/**
+ * Lower (`booting`) or restore the priority of every thread of process `pid`. Only as root:
+ * anyone else could not raise it back (RLIMIT_NICE), and the interpreter would stay slow.
+ * Threads inherit the nice value of the thread that made them, so the Pyodide thread and V8's
+ * own, created during boot, are lowered with the main thread and restored one by one.
+ */
+function setBootPriority(pid: number, booting: boolean): void {
+  if (process.getuid?.() !== 0) return;
+  try {
+    const tids = booting ? [String(pid)] : readdirSync(`/proc/${pid}/task`);
+    for (const tid of tids) {
+      try {
+        setPriority(Number(tid), booting ? BOOT_NICE : 0);
+      } catch {
+        /* the thread is gone */
+      }
+    }
+  } catch {
+    /* the process is gone */
   }
 }

@@ -132,22 +132,23 @@ const INTERRUPT_WALL_CAP_MS = 1000;
 
 /**
  * After an interrupt: kills `child` once it has used INTERRUPT_GRACE_MS of CPU without stopping
- * (code that swallows KeyboardInterrupt), and calls `onKilled`. CPU rather than wall time: on a
- * busy machine an interpreter that is only waiting for a core to see the interrupt has not
- * overrun, and killing it would throw away a session that was about to stop cleanly.
- * Returns a cancel function.
+ * (code that swallows KeyboardInterrupt), and calls `onKilled`. CPU rather than wall time, and
+ * counted from when the child has set the interrupt (`delivered`): on a busy machine an
+ * interpreter that is only waiting for a core to see the interrupt has not overrun, and killing
+ * it would throw away a session that was about to stop cleanly. Returns a cancel function.
  */
-function killIfOverrunning(child: InterpreterChild, onKilled: () => void): () => void {
-  const cpuAtInterrupt = child.cpuMs();
+function killIfOverrunning(child: InterpreterChild, delivered: Promise<void>, onKilled: () => void): () => void {
+  let cpuAtDelivery: number | undefined;
+  void delivered.then(() => (cpuAtDelivery = child.cpuMs()));
   const t0 = performance.now();
   let timer: NodeJS.Timeout;
   const check = (): void => {
-    const used = child.cpuMs() - cpuAtInterrupt;
+    const used = cpuAtDelivery === undefined ? 0 : child.cpuMs() - cpuAtDelivery;
     // CPU time is reported in 10 ms steps: "at least 20" is the grace within that step.
     if (!(used < INTERRUPT_GRACE_MS - 5) || performance.now() - t0 >= INTERRUPT_WALL_CAP_MS) {
       child.kill();
       onKilled();
-    } else timer = setTimeout(check, 10);
+    } else timer = setTimeout(check, 5);
   };
   timer = setTimeout(check, INTERRUPT_GRACE_MS);
   return () => clearTimeout(timer);
@@ -389,8 +390,7 @@ export class InterpreterSession {
     const whenKilled = new Promise<never>((_, reject) => (killed = reject));
     const timer = setTimeout(() => {
       timedOut = true;
-      child.interrupt();
-      cancelGrace = killIfOverrunning(child, () => killed(new Error("killed after overrunning its deadline")));
+      cancelGrace = killIfOverrunning(child, child.interrupt(), () => killed(new Error("killed after overrunning its deadline")));
     }, this.limits.timeoutMs);
     let reply: ChildMessage;
     try {
@@ -628,8 +628,7 @@ export class InterpreterSession {
     let cancelGrace = (): void => {};
     const timer = setTimeout(() => {
       timedOut = true;
-      this.child.interrupt();
-      cancelGrace = killIfOverrunning(this.child, () =>
+      cancelGrace = killIfOverrunning(this.child, this.child.interrupt(), () =>
         run.events.push({ kind: "error", error: new Error("killed after overrunning its deadline") }),
       );
     }, this.limits.timeoutMs);
