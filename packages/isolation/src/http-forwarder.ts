@@ -273,7 +273,8 @@ export async function serveHttpProxy(client: Socket, ctx: ForwardContext): Promi
       if (!request.hasHost) out += `Host: ${url.host}${url.port === 80 ? "" : `:${url.port}`}\r\n`;
       out += request.upgrade !== undefined ? `Connection: Upgrade\r\nUpgrade: ${request.upgrade}\r\n\r\n` : "Connection: keep-alive\r\n\r\n";
       const up: Upstream = upstream;
-      const sending = write(up.socket, out);
+      // Latin-1 both ways: header bytes pass unchanged (and a Buffer is cheaper to write than a string).
+      const sending = write(up.socket, Buffer.from(out, "latin1"));
       if (sending) await sending;
       // The request body goes on while the response is read (a server may answer 100 Continue first).
       let bodyFinished = framing.kind === "none";

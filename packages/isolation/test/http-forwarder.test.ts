@@ -128,6 +128,16 @@ describe("plain-HTTP forwarding", () => {
     );
   });
 
+  test("header bytes outside ASCII reach the server unchanged", async () => {
+    const up = await rawServer((s, got) => s.on("data", () => got().endsWith("\r\n\r\n") && s.end("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")));
+    servers.push(up.server);
+    const c = proxyClient(sock);
+    c.write(Buffer.concat([Buffer.from(`GET http://127.0.0.1:${up.port}/ HTTP/1.1\r\nHost: x\r\nX-Name: caf`), Buffer.from([0xe9, 0xff]), Buffer.from("\r\n\r\n")]));
+    await c.until((t) => t.endsWith("\r\n\r\n"));
+    assert.deepEqual(Buffer.from(up.seen[0]!, "latin1"), Buffer.concat([Buffer.from("GET / HTTP/1.1\r\nHost: x\r\nX-Name: caf"), Buffer.from([0xe9, 0xff]), Buffer.from("\r\nConnection: keep-alive\r\n\r\n")]));
+    c.socket.destroy();
+  });
+
   test("chunked request and response bodies, HEAD, 204 and 304 are framed right", async () => {
     const up = await rawServer((s, got) => {
       let answered = 0;
