@@ -2,8 +2,9 @@
  * The host side of allowlist networking: one HTTP (absolute-form and CONNECT) and SOCKS5
  * proxy serving every sandbox, each on a listener of its own (made on the loopback of that
  * sandbox's network namespace, see Spawner.listenIn), so every connection is attributed to
- * its sandbox and checked against that sandbox's current rules. Names are resolved here, never inside the sandbox, and the
- * proxy connects to the very address it checked (no second lookup to rebind).
+ * its sandbox and checked against that sandbox's current rules. Names are resolved here,
+ * never inside the sandbox, and the proxy connects to the very address it checked (no second
+ * lookup to rebind).
  */
 import { chmodSync, rmSync } from "node:fs";
 import { connect, createServer, isIP, type Server, type Socket } from "node:net";
@@ -34,9 +35,6 @@ interface Attached {
   log: EgressLogEntry[];
   connections: Set<Socket>;
 }
-
-/** Which sandbox a client socket came in for. */
-const sandboxOf = new WeakMap<Socket, Attached>();
 
 export interface EgressProxyOptions {
   resolve?: Resolver;
@@ -125,7 +123,6 @@ export class EgressProxy {
     }
     entry.connections.add(socket);
     socket.once("close", () => entry.connections.delete(socket));
-    sandboxOf.set(socket, entry);
     // SOCKS5 clients speak first with version 5; anything else is HTTP.
     socket.once("data", (first: Buffer) => {
       socket.pause();

@@ -412,8 +412,8 @@ async function forwardResponse(
     const framing: Framing = !final ? { kind: "none" } : method === "HEAD" || status === 204 || status === 304 ? { kind: "none" } : bodyFraming(head, false);
     if (framing.kind === "length" && framing.length <= SMALL_BODY_BYTES) {
       // A small response leaves in one write with its head: one wake-up for the client.
-      const held = up.reader.takeExact(framing.length);
-      const body = held ?? (await up.reader.exact(framing.length));
+      const read = up.reader.exact(framing.length);
+      const body = read instanceof Buffer ? read : await read;
       line.bytesIn += body.length;
       const sending = write(client, body.length ? Buffer.concat([raw, body]) : raw);
       if (sending) await sending;

@@ -135,17 +135,16 @@ export class SocketReader {
     return this.until(CRLF, max);
   }
 
-  /** Exactly `n` bytes (throws if the connection ends first). */
-  async exact(n: number): Promise<Buffer> {
+  /** Exactly `n` bytes (throws if the connection ends first); no promise when they are here already. */
+  exact(n: number): Buffer | Promise<Buffer> {
+    return this.buffered.length >= n ? this.take(n) : this.exactLater(n);
+  }
+
+  private async exactLater(n: number): Promise<Buffer> {
     while (this.buffered.length < n) {
       if (!(await this.more())) throw new Error("the connection ended in the middle of a message");
     }
     return this.take(n);
-  }
-
-  /** Exactly `n` bytes if they are here already (no wait, no promise), else undefined. */
-  takeExact(n: number): Buffer | undefined {
-    return this.buffered.length >= n ? this.take(n) : undefined;
   }
 
   /** What is there (waiting for at least one byte), at most `max`; null at the end. */

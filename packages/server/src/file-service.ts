@@ -51,19 +51,24 @@ async function discardBody(req: IncomingMessage, socket: Socket, bytes: number):
   });
 }
 
+/** Resolves at the next "drain" or "close" of `stream`, whichever comes first. */
+function drainedOrClosed(stream: Socket | ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+  });
+}
+
 /** Resolves once everything written to `socket` has reached the kernel (or the socket is gone). */
 async function flushed(socket: Socket): Promise<void> {
   while (!socket.destroyed && (socket.writableLength > 0 || socket.writableCorked > 0)) {
-    await new Promise<void>((resolve) => {
-      if (!socket.writableNeedDrain) return setImmediate(resolve);
-      const done = () => {
-        socket.off("drain", done);
-        socket.off("close", done);
-        resolve();
-      };
-      socket.on("drain", done);
-      socket.on("close", done);
-    });
+    if (socket.writableNeedDrain) await drainedOrClosed(socket);
+    else await new Promise((resolve) => setImmediate(resolve));
   }
 }
 
@@ -130,17 +135,7 @@ export class FileService {
           sent += part.length;
           if (part.length > 0) flowing = res.write(part);
         }
-        if (!flowing && !gone && !res.destroyed) {
-          await new Promise<void>((resolve) => {
-            const done = () => {
-              res.off("drain", done);
-              res.off("close", done);
-              resolve();
-            };
-            res.on("drain", done);
-            res.on("close", done);
-          });
-        }
+        if (!flowing && !gone && !res.destroyed) await drainedOrClosed(res);
         if (gone) throw new Error("client left");
         if (result.done || (size !== undefined && sent >= size)) break;
       }
