@@ -3,6 +3,7 @@
  * conversions, host functions, async code, errors, limits, escape attempts, pool reuse.
  */
 import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import {
   InterpreterMemoryError,
@@ -394,6 +395,27 @@ describe("python-wasm pool", () => {
     const r = await b.run("import os, sys\n('secret' in globals(), hasattr(__builtins__, 'leak') if not isinstance(__builtins__, dict) else 'leak' in __builtins__, 'LEAK' in os.environ, os.path.exists('/tmp/leak'), '/x' in sys.path, 'fractions' in sys.modules)");
     assert.deepEqual([...(r as PyTuple)], [false, false, false, false, false, false]);
     await b.release();
+  });
+
+  test("a ready interpreter runs every thread at normal priority (it boots at nice 10 as root)", async (t) => {
+    if (process.getuid?.() !== 0) return t.skip("priorities are only changed as root");
+    await withSession(async (s) => assert.equal(await s.run("1 + 1"), 2));
+    // This process's children running the interpreter, and each thread's nice value (field 19 of stat).
+    const nice = (pid: string, tid: string) => readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8").split(") ")[1]!.split(" ")[16];
+    const children = readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
+    let ready = 0;
+    for (const pid of children) {
+      try {
+        if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("child.mjs")) continue;
+        // A spare still booting has its main thread at 10; a ready one must have every thread at 0.
+        if (nice(pid, pid) === "10") continue;
+        assert.deepEqual([...new Set(readdirSync(`/proc/${pid}/task`).map((tid) => nice(pid, tid)))], ["0"], `threads of ${pid}`);
+        ready++;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e; // an interpreter that just exited
+      }
+    }
+    assert.ok(ready >= 1, "the interpreter that ran was checked");
   });
 
   test("checkout + run `1 + 1` timing (information)", async () => {
