@@ -101,7 +101,7 @@ describe("agentbox shell", () => {
   test("a command terminal; attaching to a missing terminal fails with NOT_FOUND", async () => {
     const run = new PtyCli(["shell", sb, "-c", "echo cmd-$((7*6)); exit 0"]);
     await run.waitFor(/cmd-42/);
-    assert.equal(await run.exited, 0);
+    assert.equal(await run.exited, 0, run.output);
     const missing = await cli(["shell", sb, "--attach", "nope"]);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /NOT_FOUND/);

@@ -236,6 +236,12 @@ static void enter(const struct spec *s) {
     _exit(err == ENOENT ? 127 : 126);
   }
   if (s->pid_fd >= 0) close(s->pid_fd);
+  if (s->tty) {
+    /* Hold no end of the terminal: it hangs up when the program's side closes, as with no helper between. */
+    close(0);
+    close(1);
+    close(2);
+  }
   static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGALRM};
   struct sigaction sa = {0};
   sa.sa_handler = forward;

@@ -35,6 +35,8 @@ class Terminal {
   readonly log = new OutputLog(TERMINAL_REPLAY_BYTES);
   readonly exited: Promise<void>;
   private groupReleased = false;
+  /** The PTY closes when the program's side hangs up, before the exit is known; its fd is gone from then on. */
+  private ptyOpen = true;
 
   constructor(
     readonly info: TerminalInfo,
@@ -43,6 +45,8 @@ class Terminal {
     sandbox: LocalSandbox,
   ) {
     term.onData((d) => this.log.append(typeof d === "string" ? Buffer.from(d, "utf8") : d));
+    // `close` is emitted by the PTY library's terminal but not in its typings.
+    (term as unknown as { on(event: "close", listener: () => void): void }).on("close", () => (this.ptyOpen = false));
     this.exited = new Promise((resolve) => {
       term.onExit(({ exitCode, signal }) => {
         this.groupReleased = true;
@@ -58,12 +62,14 @@ class Terminal {
     });
   }
 
+  // Keystrokes and resizes that race the program's exit are dropped: a resize would
+  // otherwise ioctl a closed fd (EBADF), or one since reused for something else.
   write(data: Buffer): void {
-    if (this.info.status === "running") this.term.write(data);
+    if (this.ptyOpen) this.term.write(data);
   }
 
   resize(cols: number, rows: number): void {
-    if (this.info.status !== "running") return;
+    if (!this.ptyOpen) return;
     this.term.resize(cols, rows);
     this.info.cols = cols;
     this.info.rows = rows;

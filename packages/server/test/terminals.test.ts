@@ -199,6 +199,23 @@ describe("terminals", () => {
     assert.deepEqual(b.controls, [{ type: "exit", exitCode: 9 }]);
   });
 
+  test("resizes and keystrokes after the program hangs up the PTY are dropped, never an error", async () => {
+    // The program closes its side of the PTY and lives on for a while: the PTY is gone
+    // before the exit. A client resizing then (the CLI resizes on attach) must not be failed.
+    const t = await terminal({ command: "trap '' HUP; echo hanging-up; exec </dev/null >/dev/null 2>&1; sleep 0.6; exit 4" });
+    const c = new TermClient(sb, t.id);
+    await c.opened;
+    await c.waitFor(/hanging-up/);
+    const spam = setInterval(() => {
+      c.resize(90, 25);
+      c.type("x");
+    }, 5);
+    const code = await c.closed;
+    clearInterval(spam);
+    assert.deepEqual(c.controls, [{ type: "exit", exitCode: 4 }]);
+    assert.equal(code, 1000);
+  });
+
   test("delete kills the shell and its children and closes clients", async () => {
     const t = await terminal();
     const c = new TermClient(sb, t.id);
