@@ -432,6 +432,47 @@ describe("python-wasm pool", () => {
   });
 });
 
+test("priorities: create() boots at 0, a spare at nice 10, raised to 0 once a checkout waits for it", async (t) => {
+  if (process.getuid?.() !== 0) return t.skip("priorities are only changed as root");
+  // This process's children running an interpreter, and each thread's nice value (field 19 of stat).
+  const interpreters = () =>
+    readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, "utf8")
+      .trim()
+      .split(/\s+/)
+      .filter((pid) => pid && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("child.mjs"));
+  const nices = (pid: string) =>
+    [...new Set(readdirSync(`/proc/${pid}/task`).map((tid) => readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8").split(") ")[1]!.split(" ")[16]))];
+  const before = new Set(interpreters());
+  const newOne = async () => {
+    for (;;) {
+      const fresh = interpreters().filter((pid) => !before.has(pid));
+      if (fresh.length > 0) {
+        before.add(fresh[0]!);
+        return fresh[0]!;
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  };
+  const creating = InterpreterPool.create({ min: 1, max: 2 });
+  const first = await newOne();
+  assert.deepEqual(nices(first), ["0"], "the creator waits for it");
+  const own = await creating;
+  try {
+    const a = await own.checkout(); // the pool tops up with a spare, ahead of demand
+    const spare = await newOne();
+    assert.equal(own.size.starting, 1);
+    assert.deepEqual(nices(spare), ["10"]);
+    const waiting = own.checkout();
+    assert.equal(own.size.starting, 1, "still booting");
+    assert.deepEqual(nices(spare), ["0"], "a checkout waits for it now");
+    const b = await waiting;
+    assert.equal(await b.run("6 * 7"), 42);
+    await Promise.all([a.release(), b.release()]);
+  } finally {
+    await own.close();
+  }
+});
+
 test("files written anywhere in the virtual filesystem never reach the next session; the clocks work", async () => {
   const own = await InterpreterPool.create({ min: 1, max: 1 });
   try {

@@ -59,11 +59,14 @@ export class InterpreterChild {
   private onReady: (m: ChildMessage) => void = () => {};
   /** Until ready: the child warms its host-call path up (runner.py, warm). */
   private warming = true;
+  /** Booted at the low priority of a spare: restored when someone waits for it, and again at ready. */
+  private lowered = false;
   private readonly answerPipe: Writable;
   private stderr = "";
   private exitListeners: Array<() => void> = [];
 
-  constructor(pyodideDir: string) {
+  /** `background`: a spare made ahead of demand boots at a low priority until someone waits for it (`hurry`). */
+  constructor(pyodideDir: string, background = false) {
     this.process = spawn(
       process.execPath,
       [
@@ -80,7 +83,7 @@ export class InterpreterChild {
       ],
       { env: {}, stdio: ["pipe", "pipe", "pipe", "pipe", "pipe"] },
     );
-    if (this.process.pid !== undefined) setBootPriority(this.process.pid, true);
+    if (background && this.process.pid !== undefined) this.lowered = setBootPriority(this.process.pid, true);
     this.answerPipe = this.process.stdio[3] as Writable;
     this.answerPipe.on("error", () => {});
     const direct = new WorkerFrameReader(64 * 1024 * 1024);
@@ -111,7 +114,8 @@ export class InterpreterChild {
     });
     this.onReady = (m) => {
       this.warming = false;
-      if (this.process.pid !== undefined) setBootPriority(this.process.pid, false);
+      this.hurry(); // also catches a thread made from a lowered one while an earlier hurry ran
+      this.lowered = false;
       this.memoryBytes = m.memoryBytes as number;
       readyResolve({ loadMs: m.loadMs as number, memoryBytes: m.memoryBytes as number });
     };
@@ -287,6 +291,11 @@ export class InterpreterChild {
     }
   }
 
+  /** Someone waits for this interpreter: finish booting at normal priority. */
+  hurry(): void {
+    if (this.lowered && this.process.pid !== undefined) setBootPriority(this.process.pid, false);
+  }
+
   kill(): void {
     if (this.process.exitCode === null && this.process.signalCode === null) this.process.kill("SIGKILL");
     this.alive = false;
@@ -302,8 +311,8 @@ const BOOT_NICE = 10;
  * Threads inherit the nice value of the thread that made them, so the Pyodide thread and V8's
  * own, created during boot, are lowered with the main thread and restored one by one.
  */
-function setBootPriority(pid: number, booting: boolean): void {
-  if (process.getuid?.() !== 0) return;
+function setBootPriority(pid: number, booting: boolean): boolean {
+  if (process.getuid?.() !== 0) return false;
   try {
     const tids = booting ? [String(pid)] : readdirSync(`/proc/${pid}/task`);
     for (const tid of tids) {
@@ -316,4 +325,5 @@ function setBootPriority(pid: number, booting: boolean): void {
   } catch {
     /* the process is gone */
   }
+  return true;
 }

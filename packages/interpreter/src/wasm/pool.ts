@@ -158,6 +158,8 @@ export class InterpreterPool {
   private readonly idle: InterpreterChild[] = [];
   private readonly all = new Set<InterpreterChild>();
   private starting = 0;
+  /** Interpreters still booting, oldest first. */
+  private readonly booting = new Set<InterpreterChild>();
   private readonly waiters: Array<{ resolve: (c: InterpreterChild) => void; reject: (e: Error) => void }> = [];
   private closed = false;
   private readonly dumpContext: DumpContext;
@@ -177,7 +179,7 @@ export class InterpreterPool {
     const min = options.min ?? 1;
     const max = Math.max(options.max ?? 4, min, 1);
     const pool = new InterpreterPool(min, max, options.pyodideDir ?? defaultPyodideDir(), options.dumpSecret);
-    const started = Array.from({ length: min }, () => pool.spawn());
+    const started = Array.from({ length: min }, () => pool.spawn(false));
     await Promise.all(started);
     return pool;
   }
@@ -186,10 +188,14 @@ export class InterpreterPool {
     return { idle: this.idle.length, total: this.all.size, starting: this.starting };
   }
 
-  /** Starts one interpreter; when ready it serves a waiter or joins the idle list. */
-  private async spawn(): Promise<void> {
-    const child = new InterpreterChild(this.pyodideDir);
+  /**
+   * Starts one interpreter; when ready it serves a waiter or joins the idle list. A spare made
+   * ahead of demand (`background`) boots at a low priority until a checkout waits for it.
+   */
+  private async spawn(background: boolean): Promise<void> {
+    const child = new InterpreterChild(this.pyodideDir, background);
     this.all.add(child);
+    this.booting.add(child);
     this.starting++;
     child.onExit(() => {
       this.all.delete(child);
@@ -201,9 +207,11 @@ export class InterpreterPool {
       const { loadMs } = await child.ready;
       this.loadTimes.push(loadMs);
       this.starting--;
+      this.booting.delete(child);
       this.give(child);
     } catch (e) {
       this.starting--;
+      this.booting.delete(child);
       this.all.delete(child);
       const w = this.waiters.shift();
       if (w) w.reject(e as Error);
@@ -223,7 +231,7 @@ export class InterpreterPool {
 
   private topUp(): void {
     while (!this.closed && this.all.size < this.max && this.idle.length + this.starting < Math.max(this.min, this.waiters.length)) {
-      this.spawn().catch(() => {});
+      this.spawn(true).catch(() => {});
     }
   }
 
@@ -238,12 +246,22 @@ export class InterpreterPool {
       child = await new Promise<InterpreterChild>((resolve, reject) => {
         this.waiters.push({ resolve, reject });
         this.topUp();
+        this.hurryBooting();
       });
     }
     this.topUp();
     const session = new InterpreterSession(child, limits, (c, reusable) => this.checkin(c, reusable), this.dumpContext);
     if (plan && plan.length > 0) await session.attachMounts(plan, mountLimits!);
     return session;
+  }
+
+  /** As many booting interpreters as there are waiters, oldest first, finish at normal priority. */
+  private hurryBooting(): void {
+    let n = this.waiters.length;
+    for (const child of this.booting) {
+      if (n-- <= 0) break;
+      child.hurry();
+    }
   }
 
   /**
