@@ -4,12 +4,12 @@
  * function calls in one run; against a plain `python3 -c '1+1'` spawn.
  */
 import type { Sandbox } from "@agentbox/sdk";
-import { rawPython } from "./baselines.js";
+import { echoPeer, rawPython } from "./baselines.js";
 import { time } from "./stats.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function codeBench(sb: Sandbox, n: number): Promise<{ create: number[]; run: number[]; python: number[]; callbacks1000Ms: number[] }> {
+export async function codeBench(sb: Sandbox, n: number): Promise<{ create: number[]; run: number[]; python: number[]; callbacks1000Ms: number[]; callbacksColdMs: number; rawRoundTripUs: number[] }> {
   // The first context starts the sandbox's pool; later ones come from it.
   const first = await sb.code.createContext({ language: "python" });
   await first.run("1+1");
@@ -31,10 +31,18 @@ export async function codeBench(sb: Sandbox, n: number): Promise<{ create: numbe
     const ex = await first.run("s = 0\nfor i in range(1000):\n    s += inc(i)\ns", { functions: { inc: (x: number) => x + 1 } });
     if (ex.results[0]?.text !== "500500") throw new Error(`callbacks: ${JSON.stringify(ex)}`);
   };
-  // Two rounds to warm up (the JIT of every process on the path), as for the other figures.
-  for (let i = 0; i < 2; i++) await callbacks();
+  // Untimed rounds first: on this machine a call's round trip keeps falling for about 4,000
+  // calls (787, 527, 391, 297, then 150-230 ms a round), as the JIT of the four processes on
+  // the path and the VM's wake-up latency settle. The first (cold) round is reported beside.
+  const callbacksColdMs = await time(callbacks);
+  for (let i = 0; i < 4; i++) await callbacks();
   const callbacks1000Ms: number[] = [];
-  for (let i = 0; i < Math.max(5, Math.round(n / 5)); i++) callbacks1000Ms.push(await time(callbacks));
+  for (let i = 0; i < Math.max(7, Math.round(n / 5)); i++) callbacks1000Ms.push(await time(callbacks));
+  // The machine's floor for one hop, right after: raw process-to-process round trips.
+  const peer = await echoPeer();
+  const rawRoundTripUs: number[] = [];
+  for (let i = 0; i < 5; i++) rawRoundTripUs.push(await peer.roundTripUs(1000));
+  peer.close();
   await first.remove();
-  return { create, run, python, callbacks1000Ms };
+  return { create, run, python, callbacks1000Ms, callbacksColdMs, rawRoundTripUs };
 }
