@@ -242,7 +242,7 @@ try {
     log(`  python3 -c '1+1' spawn      p50 ${fmt(py.p50)}  (run is ${(run.p50 / py.p50).toFixed(2)}x of it; a new context ${(create.p50 / py.p50).toFixed(2)}x)`);
     const rt = summarize(c.rawRoundTripUs);
     log(`  1,000 host function calls in one run  p50 ${fmt(cb.p50)}  (target <= 300 ms: ${cb.p50 <= 300 ? "met" : "MISSED"})   untimed first round: ${fmt(c.callbacksColdMs)}`);
-    log(`    a call is ${(cb.p50 / rt.p50).toFixed(2)}x a raw Node-to-Node loopback round trip (p50 ${rt.p50.toFixed(1)} us, measured right after); its path crosses three`);
+    log(`    a call is ${(cb.p50 / rt.p50).toFixed(2)}x a raw Node-to-Node loopback round trip (p50 ${rt.p50.toFixed(1)} us, measured right after); its path crosses two: SDK and runtime, runtime and worker`);
     results.code = { create, run, python: py, callbacks1000: cb, callbacks1000Cold: c.callbacksColdMs, rawRoundTripUs: rt, met: create.p50 <= 20 && run.p50 <= 3 && cb.p50 <= 300 };
   }
 

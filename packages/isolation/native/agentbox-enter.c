@@ -32,6 +32,8 @@
  *   ← exit id=I status=S    (raw wait status)
  *   → listen id=I target=PID port=N
  *   ← (on the IPC channel) a handle message with {"listenId":I}, or "failed id=I" here
+ *   → take id=I pid=RUNTIME via=FD fd=N   (descriptor N of the peer of the runtime's socket FD)
+ *   ← as for listen
  *
  * With `--serve --ipc FD`, FD is the runtime's Node IPC channel: the one way
  * to hand a Node process a socket (a listener made inside a sandbox's network
@@ -538,6 +540,84 @@ static int ipc_fd = -1;
 static int own_netns = -1;
 
 /*
+ * Hand descriptor `s` (closed here) to the runtime over its Node IPC channel as a handle
+ * message {"listenId":ID}; answers "failed id=ID" (with `what`) if that fails.
+ */
+static void send_handle(const char *id, int s, const char *what) {
+  char msg[160];
+  int len = snprintf(msg, sizeof msg, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"listenId\":%ld}}\n", strtol(id, NULL, 10));
+  struct iovec iov = {msg, (size_t)len};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(cm), &s, sizeof(int));
+  ssize_t w;
+  do w = sendmsg(ipc_fd, &mh, MSG_NOSIGNAL);
+  while (w < 0 && errno == EINTR);
+  int err = errno;
+  close(s);
+  if (w != len) {
+    errno = w < 0 ? err : EIO;
+    reply_error(id, what);
+  }
+}
+
+/*
+ * take: descriptor FD of the process at the other end of the runtime's unix socket VIA (the
+ * server: the kernel names it, SO_PEERCRED), handed to the runtime like a listener. The server
+ * gives the runtime a client's connection this way (a code session's WebSocket), so that the
+ * session's messages skip the server's hop. Only a socket is handed over.
+ */
+static void handle_take(char **fields, int n) {
+  const char *id = NULL;
+  long owner = -1, via = -1, fd = -1;
+  for (int i = 1; i < n; i++) {
+    char *f = fields[i];
+    if (!strncmp(f, "id=", 3)) id = f + 3;
+    else if (!strncmp(f, "pid=", 4)) owner = strtol(f + 4, NULL, 10);
+    else if (!strncmp(f, "via=", 4)) via = strtol(f + 4, NULL, 10);
+    else if (!strncmp(f, "fd=", 3)) fd = strtol(f + 3, NULL, 10);
+  }
+  if (!id) return;
+  if (owner <= 0 || via < 0 || fd < 0 || ipc_fd < 0) {
+    errno = EINVAL;
+    return reply_error(id, ipc_fd < 0 ? "no IPC channel (--ipc)" : "incomplete take request");
+  }
+  int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)owner, 0);
+  if (pidfd < 0) return reply_error(id, "pidfd_open");
+  int v = (int)syscall(SYS_pidfd_getfd, pidfd, (int)via, 0);
+  close(pidfd);
+  struct ucred cred = {0};
+  socklen_t len = sizeof cred;
+  int ok = v >= 0 && getsockopt(v, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid > 0;
+  if (v >= 0) close(v);
+  if (!ok) {
+    errno = ESRCH;
+    return reply_error(id, "peer of the socket");
+  }
+  int peer = (int)syscall(SYS_pidfd_open, cred.pid, 0);
+  if (peer < 0) return reply_error(id, "pidfd_open (peer)");
+  int s = (int)syscall(SYS_pidfd_getfd, peer, (int)fd, 0);
+  close(peer);
+  if (s < 0) return reply_error(id, "pidfd_getfd");
+  int type = 0;
+  socklen_t tl = sizeof type;
+  if (getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM) {
+    close(s);
+    errno = ENOTSOCK;
+    return reply_error(id, "not a stream socket");
+  }
+  send_handle(id, s, "send the socket");
+}
+
+/*
  * listen: a TCP listener on 127.0.0.1:PORT inside the network namespace of process PID (a
  * sandbox's egress proxy port), handed to the runtime. A socket keeps the namespace it was made
  * in, so we enter the sandbox's only for socket/bind/listen and come straight back. It is made
@@ -582,29 +662,7 @@ static void handle_listen(char **fields, int n) {
     errno = err;
     return reply_error(id, "listen in the sandbox");
   }
-  char msg[160];
-  int len = snprintf(msg, sizeof msg, "{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"listenId\":%ld}}\n", strtol(id, NULL, 10));
-  struct iovec iov = {msg, (size_t)len};
-  union {
-    char buf[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } control;
-  memset(&control, 0, sizeof control);
-  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
-  struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(cm), &s, sizeof(int));
-  ssize_t w;
-  do w = sendmsg(ipc_fd, &mh, MSG_NOSIGNAL);
-  while (w < 0 && errno == EINTR);
-  err = errno;
-  close(s);
-  if (w != len) {
-    errno = w < 0 ? err : EIO;
-    reply_error(id, "send the listener");
-  }
+  send_handle(id, s, "send the listener");
 }
 
 static void handle_release(char **fields, int n) {
@@ -722,6 +780,7 @@ static int serve(int ipc) {
         else if (n > 0 && !strcmp(fields[0], "release")) handle_release(fields, n);
         else if (n > 0 && !strcmp(fields[0], "relay")) handle_relay(fields, n);
         else if (n > 0 && !strcmp(fields[0], "listen")) handle_listen(fields, n);
+        else if (n > 0 && !strcmp(fields[0], "take")) handle_take(fields, n);
         free(fields);
         memmove(buf, buf + 4 + len, have - 4 - len);
         have -= 4 + len;

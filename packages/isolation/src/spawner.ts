@@ -181,6 +181,20 @@ export class Spawner {
     });
   }
 
+  /**
+   * Descriptor `fd` of the process at the other end of our unix socket `via` (the kernel names
+   * that process), which must be a stream socket, handed to us: wrap it with
+   * `new net.Socket({ handle })`. Our copy shares the connection with the other process's.
+   */
+  take(via: number, fd: number): Promise<ListenHandle> {
+    if (!this.child || this.dead) return Promise.reject(this.dead ?? new Error("spawner not started"));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.listening.set(id, { resolve, reject });
+      this.send(["take", `id=${id}`, `pid=${process.pid}`, `via=${via}`, `fd=${fd}`]);
+    });
+  }
+
   stop(): void {
     this.child?.stdin?.end();
     this.child?.kill("SIGKILL");

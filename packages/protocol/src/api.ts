@@ -234,3 +234,18 @@ export type StreamClientMessage = z.infer<typeof StreamClientMessage>;
 
 /** WebSocket close codes beyond the standard ones. */
 export const WS_CLOSE = { NORMAL: 1000, GOING_AWAY: 1001, UNAUTHORIZED: 4401, NOT_FOUND: 4404, NOT_READY: 4409 } as const;
+
+/** Largest WebSocket frame a client may send; bigger ones close the socket (1009). */
+export const MAX_CLIENT_FRAME_BYTES = 1024 * 1024;
+
+/**
+ * The close code a stream ends with when it fails with error `code`. The runtime went away
+ * (server stopping, or it died): 1001, reconnect with your offsets. The process or sandbox is
+ * gone: 4404 / 4409, do not retry. Else 1011.
+ */
+export function closeCodeFor(code: string): number {
+  if (code === "RUNTIME_UNAVAILABLE") return WS_CLOSE.GOING_AWAY;
+  if (code === "NOT_FOUND" || code === "SANDBOX_NOT_FOUND") return WS_CLOSE.NOT_FOUND;
+  if (code === "SANDBOX_NOT_READY") return WS_CLOSE.NOT_READY;
+  return 1011;
+}

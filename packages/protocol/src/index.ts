@@ -12,3 +12,4 @@ export * from "./worker-protocol.js";
 export * from "./api-code.js";
 export * from "./network-rules.js";
 export * from "./api-network.js";
+export * from "./client-message.js";

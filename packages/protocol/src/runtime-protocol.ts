@@ -16,7 +16,7 @@ import { WorkerEvent } from "./worker-protocol.js";
 import { NetworkPolicy } from "./api.js";
 import { EgressLogEntry } from "./api-network.js";
 
-export const RUNTIME_PROTOCOL_VERSION = 7;
+export const RUNTIME_PROTOCOL_VERSION = 8;
 
 /** Frame cap for what the runtime accepts (requests carry at most a 16 MiB HTTP body). */
 export const RUNTIME_MAX_REQUEST_FRAME_BYTES = 64 * 1024 * 1024;
@@ -267,6 +267,22 @@ export const RuntimeMethods = {
     result: z.object({ events: z.array(WorkerEvent), done: z.boolean() }),
   },
   "code.install": { params: CodeRef.extend({ request: InstallDependenciesBody }), result: z.object({ output: z.string() }) },
+  /**
+   * Take over a client's code session WebSocket: descriptor `fd` of the server (the peer of this
+   * connection, as the kernel names it) is the client's connection, its upgrade request not yet
+   * answered; the runtime answers it and serves the session itself, so a host call skips the
+   * server's hop. Fails, having written nothing to the client, if the descriptor cannot be taken.
+   */
+  "code.attach": {
+    params: CodeRef.extend({
+      fd: z.number().int().min(0),
+      url: z.string(),
+      headers: z.record(z.string(), z.union([z.string(), z.array(z.string())])),
+      /** Bytes of the connection the server read past the upgrade request. */
+      headBase64: z.string(),
+    }),
+    result: z.object({ ok: z.literal(true) }),
+  },
   "process.start": { params: StartProcessParams, result: z.object({ info: ProcessInfo, created: z.boolean() }) },
   "process.list": { params: z.object({ sandboxId: z.string().regex(SANDBOX_ID_PATTERN) }), result: z.array(ProcessInfo) },
   "process.get": { params: ProcessRef, result: ProcessInfo },

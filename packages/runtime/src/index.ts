@@ -5,3 +5,4 @@ export { connectOrStartRuntime, runtimeSocketPath, spawnRuntime, RUNTIME_MAIN } 
 export { FramedConnection } from "./connection.js";
 // The server hands its clients' sockets to file relays (fs.relay) with these.
 export { socketFd, startReading, stopReading } from "@agentbox/isolation";
+export { serveCodeSession, type CodeSessionBackend, type CodeEvents } from "./code-session.js";

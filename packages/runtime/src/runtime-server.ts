@@ -27,6 +27,7 @@ import {
 } from "@agentbox/protocol";
 import { socketFd } from "@agentbox/isolation";
 import { FramedConnection } from "./connection.js";
+import { CodeSessionHost } from "./code-session-host.js";
 import type { SandboxManager } from "./sandbox-manager.js";
 import type { FsOp } from "./files.js";
 
@@ -58,6 +59,8 @@ export class RuntimeServer {
   private server: Server | undefined;
   private readonly sockets = new Set<import("node:net").Socket>();
   private readonly handlers: Record<RuntimeMethod, Handler>;
+  /** Code sessions handed over by the server (code.attach). */
+  readonly codeSessions = new CodeSessionHost();
 
   constructor(private readonly opts: RuntimeServerOptions) {
     const m = opts.manager;
@@ -166,6 +169,28 @@ export class RuntimeServer {
         return code.events(p.contextId, p.waitMs);
       },
       "code.install": (p: CodeRef & { request: InstallDependenciesBody }) => m.code(p.sandboxId).install(p.contextId, p.request),
+      "code.attach": async (p: CodeRef & { fd: number; url: string; headers: Record<string, string | string[]>; headBase64: string }, _frame: DecodedFrame, conn: FramedConnection) => {
+        m.code(p.sandboxId).get(p.contextId); // both exist, before the connection is taken
+        const handle = await m.takePeerSocket(socketFd(conn.socket), p.fd);
+        const { sandboxId, contextId } = p;
+        this.codeSessions.accept(
+          { handle, url: p.url, headers: p.headers, head: Buffer.from(p.headBase64, "base64") },
+          {
+            check: async () => m.code(sandboxId).get(contextId),
+            start: async (request, functions) => {
+              m.requireRunning(sandboxId);
+              m.code(sandboxId).start(contextId, request, functions);
+            },
+            events: async (waitMs) => m.code(sandboxId).events(contextId, waitMs),
+            resume: async (callId, answer, waitMs) => {
+              const code = m.code(sandboxId);
+              code.resume(contextId, callId, answer);
+              return code.events(contextId, waitMs);
+            },
+          },
+        );
+        return { ok: true };
+      },
       "runtime.shutdown": async () => {
         await opts.onShutdown();
         return { ok: true };
@@ -187,6 +212,7 @@ export class RuntimeServer {
 
   /** Stop listening and drop every connection (a connected server must not keep us alive). */
   async close(): Promise<void> {
+    this.codeSessions.close();
     const closed = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     for (const socket of this.sockets) socket.destroy();
     await closed;

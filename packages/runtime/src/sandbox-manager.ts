@@ -547,6 +547,19 @@ export class SandboxManager {
     return [...this.sandboxes].map(([id, e]) => this.describe(id, e));
   }
 
+  /** As `get`, and not paused (a paused sandbox's processes cannot answer). */
+  requireRunning(id: string): void {
+    if (this.entry(id).paused) throw new AgentboxError("SANDBOX_NOT_READY", `sandbox ${id} is paused`, { id, status: "paused" });
+  }
+
+  /**
+   * Descriptor `fd` of the process at the other end of our unix socket `via` (the server), a
+   * client's connection it hands over, taken by the spawner: a handle for `new net.Socket`.
+   */
+  takePeerSocket(via: number, fd: number): Promise<object> {
+    return this.spawner.take(via, fd);
+  }
+
   get(id: string): LocalSandbox {
     const entry = this.sandboxes.get(id);
     if (!entry) throw new AgentboxError("SANDBOX_NOT_FOUND", `sandbox ${id} does not exist in the runtime`);

@@ -19,7 +19,7 @@ const CHUNK_BYTES = 4 * 1024 * 1024;
 const RELAY_MIN_BYTES = 1024 * 1024;
 
 /** The descriptor of a plain TCP or unix socket a relay can splice to, or -1 (TLS, or none). */
-function relayFd(socket: Socket | null | undefined): number {
+export function relayFd(socket: Socket | null | undefined): number {
   if (!socket || socket.destroyed || "encrypted" in socket) return -1;
   return socketFd(socket);
 }

@@ -30,7 +30,7 @@ import { TemplateService } from "./template-service.js";
 import { ImageSources } from "./images.js";
 import { CodeService } from "./code-service.js";
 import { codeRoutes } from "./routes/code.js";
-import { serveCodeSession } from "./streams/code-session.js";
+import { handOffCodeSession, serveCodeSessionHere } from "./streams/code-session.js";
 import { VolumeService } from "./volume-service.js";
 import { PoolService } from "./pool-service.js";
 import { templateRoutes } from "./routes/templates.js";
@@ -143,7 +143,11 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       return undefined;
     }
   });
-  sockets.route("/v1/sandboxes/:id/code/contexts/:cid/session", (ws, params) => serveCodeSession(ws, code, params.id!, params.cid!));
+  sockets.route(
+    "/v1/sandboxes/:id/code/contexts/:cid/session",
+    (ws, params) => serveCodeSessionHere(ws, code, params.id!, params.cid!),
+    (req, socket, head, params) => handOffCodeSession(req, socket, head, code, params.id!, params.cid!),
+  );
   sockets.route("/v1/sandboxes/:id/terminals/:tid/connect", (ws, params) => serveTerminalStream(ws, terminals, params.id!, params.tid!));
 
   const server = createServer((req, res) => {

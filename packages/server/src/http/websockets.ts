@@ -4,20 +4,24 @@
  * server stops.
  */
 import type { IncomingMessage } from "node:http";
+import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { WebSocketServer, type WebSocket } from "ws";
-import { AgentboxError, ERROR_CODES, WS_CLOSE } from "@agentbox/protocol";
+import { AgentboxError, ERROR_CODES, MAX_CLIENT_FRAME_BYTES, WS_CLOSE } from "@agentbox/protocol";
 import { Router } from "./router.js";
 
 export const PING_INTERVAL_MS = 30_000;
-/** Largest client frame we accept; bigger ones close the socket (1009). */
-export const MAX_CLIENT_FRAME_BYTES = 1024 * 1024;
 
 export type SocketHandler = (ws: WebSocket, params: Record<string, string>, url: URL) => void | Promise<void>;
+/**
+ * Gives an authenticated upgrade request to another process: true when it took the connection,
+ * false (having written nothing) to have `SocketHandler` serve it here.
+ */
+export type HandOff = (req: IncomingMessage, socket: Socket, head: Buffer, params: Record<string, string>) => Promise<boolean>;
 
 export class WebSocketHub {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_CLIENT_FRAME_BYTES });
-  private readonly routes = new Router<SocketHandler>();
+  private readonly routes = new Router<{ handler: SocketHandler; handOff?: HandOff }>();
   private readonly sockets = new Set<WebSocket>();
   private readonly pinger: NodeJS.Timeout;
 
@@ -33,8 +37,8 @@ export class WebSocketHub {
     this.pinger.unref();
   }
 
-  route(pattern: string, handler: SocketHandler): void {
-    this.routes.get(pattern, handler);
+  route(pattern: string, handler: SocketHandler, handOff?: HandOff): void {
+    this.routes.get(pattern, handOff ? { handler, handOff } : { handler });
   }
 
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -48,19 +52,25 @@ export class WebSocketHub {
     socket.on("error", () => undefined);
     if (!this.ready()) return refuse(new AgentboxError("RUNTIME_UNAVAILABLE", "the server is starting; retry in a moment"));
     if (!this.authorized(req, url)) return refuse(new AgentboxError("UNAUTHORIZED", "missing or wrong API key (header, or ?token= for WebSockets)"));
-    let match: { handler: SocketHandler; params: Record<string, string> };
+    let match: { handler: { handler: SocketHandler; handOff?: HandOff }; params: Record<string, string> };
     try {
       match = this.routes.match("GET", url.pathname);
     } catch (err) {
       return refuse(err as AgentboxError);
     }
-    const { handler } = match;
-    this.wss.handleUpgrade(req, socket, head, (ws) => {
-      this.sockets.add(ws);
-      ws.on("close", () => this.sockets.delete(ws));
-      ws.on("error", () => undefined);
-      void Promise.resolve(handler(ws, match.params, url)).catch(() => ws.terminate());
-    });
+    const { handler, handOff } = match.handler;
+    const serveHere = () =>
+      this.wss.handleUpgrade(req, socket, head, (ws) => {
+        this.sockets.add(ws);
+        ws.on("close", () => this.sockets.delete(ws));
+        ws.on("error", () => undefined);
+        void Promise.resolve(handler(ws, match.params, url)).catch(() => ws.terminate());
+      });
+    if (!handOff) return serveHere();
+    handOff(req, socket as Socket, head, match.params).then(
+      (taken) => void (taken || socket.destroyed || serveHere()),
+      () => void (socket.destroyed || serveHere()),
+    );
   }
 
   /** Close every socket with 1001 (going away): clients reconnect to the next server. */

@@ -1,137 +1,61 @@
 /**
- * The code session WebSocket: runs whose output streams as it happens and
- * whose host-function calls go to the client (`call`), which answers
- * (`return` / `raise`). One run at a time per socket.
+ * The code session WebSocket. The runtime serves it itself when the server can
+ * hand it the client's plain TCP connection (`handOffCodeSession`): a host call
+ * then skips the server. Otherwise (TLS, or the hand-off failed) the server
+ * serves it, each step a runtime request.
  */
+import type { IncomingMessage } from "node:http";
+import type { Socket } from "node:net";
 import type { WebSocket } from "ws";
-import { AgentboxError, CodeSessionClientMessage, type CodeSessionServerMessage, type WorkerEvent } from "@agentbox/protocol";
+import { serveCodeSession, startReading, stopReading } from "@agentbox/runtime";
 import type { CodeService } from "../code-service.js";
-import { parseClientMessage } from "./client-message.js";
-import { closeCodeFor } from "./process-stream.js";
+import { relayFd } from "../file-service.js";
 
-const POLL_MS = 20_000;
-
-function send(ws: WebSocket, message: CodeSessionServerMessage): void {
-  if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
-}
-
-function relay(ws: WebSocket, e: WorkerEvent): boolean {
-  switch (e.type) {
-    case "print":
-      send(ws, { type: e.stream, text: e.text });
-      return false;
-    case "call":
-      send(ws, { type: "call", callId: e.callId, name: e.name, args: e.args, kwargs: e.kwargs });
-      return false;
-    case "complete":
-      for (const r of e.results) send(ws, { type: "result", ...r });
-      send(ws, { type: "done", executionCount: e.executionCount });
-      return true;
-    case "error":
-      send(ws, { type: "error", name: e.name, value: e.value, traceback: e.traceback });
-      send(ws, { type: "done", executionCount: e.executionCount ?? 0 });
-      return true;
-    default:
-      send(ws, { type: "error", name: "WorkerCrashed", value: e.type === "fatal_error" ? e.message : e.type, traceback: "" });
-      send(ws, { type: "done", executionCount: 0 });
-      return true;
-  }
-}
-
-export function serveCodeSession(ws: WebSocket, code: CodeService, sandboxId: string, contextId: string): void {
+export function serveCodeSessionHere(ws: WebSocket, code: CodeService, sandboxId: string, contextId: string): void {
   const runtime = code.runtime;
-  let running = false;
-  /** Host calls sent to the client and not answered yet. */
-  let pending = 0;
-  /** Whether a read of the run's events is outstanding. */
-  let reading = false;
-  const fail = (err: unknown) => {
-    const e = err instanceof AgentboxError ? err : new AgentboxError("INTERNAL", String(err));
-    send(ws, { type: "failed", code: e.code, message: e.message });
-    return e;
-  };
-  /** Relay a batch of events; true when the run is over. */
-  const take = (r: { events: WorkerEvent[]; done: boolean }): boolean => {
-    let ended = false;
-    for (const e of r.events) {
-      if (e.type === "call") pending++;
-      ended = relay(ws, e) || ended;
-    }
-    if (r.done || ended) {
-      running = false;
-      pending = 0;
-      return true;
-    }
-    return false;
-  };
-  /**
-   * Read events until the run ends or waits on the client (a call is out). The answer to the
-   * last call brings the next events itself (code.resume waits for them): one round trip a call.
-   */
-  const read = async (first: Promise<{ events: WorkerEvent[]; done: boolean }>) => {
-    reading = true;
-    try {
-      let next = first;
-      for (;;) {
-        if (take(await next) || pending > 0 || ws.readyState !== ws.OPEN) return;
-        next = runtime.request("code.events", { sandboxId, contextId, waitMs: POLL_MS });
-      }
-    } catch (err) {
-      running = false;
-      fail(err);
-    } finally {
-      reading = false;
-    }
-  };
-  ws.on("message", (raw: Buffer, isBinary: boolean) => {
-    const parsed = isBinary ? { ok: false as const, error: "binary messages are not part of this protocol" } : parseClientMessage(CodeSessionClientMessage, raw.toString("utf8"));
-    if (!parsed.ok) {
-      send(ws, { type: "failed", code: "INVALID_REQUEST", message: parsed.error });
-      return;
-    }
-    const m = parsed.message;
-    if (m.type === "run") {
-      if (running) {
-        send(ws, { type: "failed", code: "CONFLICT", message: "a run is already in progress on this session" });
-        return;
-      }
-      running = true;
-      pending = 0;
-      void (async () => {
-        try {
-          code.requireReady(sandboxId);
-          await runtime.request("code.start", {
-            sandboxId,
-            contextId,
-            request: { code: m.code, ...(m.timeoutMs !== undefined ? { timeoutMs: m.timeoutMs } : {}) },
-            ...(m.functions ? { functions: m.functions } : {}),
-          });
-        } catch (err) {
-          running = false;
-          fail(err);
-          return;
-        }
-        await read(runtime.request("code.events", { sandboxId, contextId, waitMs: POLL_MS }));
-      })();
-      return;
-    }
-    if (!running) {
-      send(ws, { type: "failed", code: "NOT_FOUND", message: `no run is waiting for call ${m.callId}` });
-      return;
-    }
-    pending = Math.max(0, pending - 1);
-    const answer = m.type === "return" ? { value: m.value ?? null } : { error: m.error };
-    const last = pending === 0 && !reading;
-    const resumed = runtime.request("code.resume", { sandboxId, contextId, callId: m.callId, ...answer, waitMs: last ? POLL_MS : 0 });
-    if (last) void read(resumed);
-    else void resumed.then((r) => void (r.events.length > 0 && take(r)), (err) => fail(err));
+  serveCodeSession(ws, {
+    check: () => code.get(sandboxId, contextId),
+    start: async (request, functions) => {
+      code.requireReady(sandboxId);
+      return runtime.request("code.start", { sandboxId, contextId, request, ...(functions ? { functions } : {}) });
+    },
+    events: (waitMs) => runtime.request("code.events", { sandboxId, contextId, waitMs }),
+    resume: (callId, answer, waitMs) => runtime.request("code.resume", { sandboxId, contextId, callId, ...answer, waitMs }),
   });
-  void (async () => {
-    try {
-      await code.get(sandboxId, contextId);
-    } catch (err) {
-      const e = fail(err);
-      if (ws.readyState === ws.OPEN) ws.close(closeCodeFor(e.code), e.code);
-    }
-  })();
+}
+
+/**
+ * Hand an authenticated upgrade request for a code session to the runtime. True when the runtime
+ * took the connection (this process then lets go of its copy); false when it did not, having
+ * written nothing to it, so that the caller serves the session here.
+ */
+export async function handOffCodeSession(req: IncomingMessage, socket: Socket, head: Buffer, code: CodeService, sandboxId: string, contextId: string): Promise<boolean> {
+  const fd = relayFd(socket);
+  if (fd < 0) return false;
+  try {
+    code.requireReady(sandboxId);
+  } catch {
+    return false; // served here, which reports why
+  }
+  // From here on the runtime reads the connection: this process must not take its bytes.
+  stopReading(socket);
+  const early: Buffer[] = [head];
+  for (let chunk = socket.read() as Buffer | null; chunk; chunk = socket.read() as Buffer | null) early.push(chunk);
+  try {
+    await code.runtime.request("code.attach", {
+      sandboxId,
+      contextId,
+      fd,
+      url: req.url ?? "/",
+      headers: req.headers as Record<string, string | string[]>,
+      headBase64: Buffer.concat(early).toString("base64"),
+    });
+  } catch {
+    const rest = Buffer.concat(early.slice(1));
+    if (rest.length > 0) socket.unshift(rest);
+    startReading(socket);
+    return false;
+  }
+  socket.destroy(); // closes this process's descriptor only: the connection is the runtime's now
+  return true;
 }

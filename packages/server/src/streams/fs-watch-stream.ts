@@ -3,10 +3,9 @@
  * from a watcher running in the sandbox. Closing the socket stops the watcher.
  */
 import type { WebSocket } from "ws";
-import { AgentboxError, WS_CLOSE, type WatchEvent } from "@agentbox/protocol";
+import { AgentboxError, WS_CLOSE, closeCodeFor, type WatchEvent } from "@agentbox/protocol";
 import type { RuntimeLink } from "../runtime-link.js";
 import type { SandboxService } from "../sandbox-service.js";
-import { closeCodeFor } from "./process-stream.js";
 
 const POLL_MS = 20_000;
 

@@ -11,10 +11,11 @@ import {
   AgentboxError,
   StreamClientMessage,
   WS_CLOSE,
+  closeCodeFor,
+  parseClientMessage,
   type StreamServerMessage,
 } from "@agentbox/protocol";
 import type { ProcessService } from "../process-service.js";
-import { parseClientMessage } from "./client-message.js";
 
 const READ_BYTES = 4 * 1024 * 1024;
 const HIGH_WATER = 2 * 1024 * 1024;
@@ -31,17 +32,6 @@ export interface StreamTarget {
 
 function send(ws: WebSocket, message: StreamServerMessage): void {
   if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
-}
-
-/**
- * The runtime went away (server stopping, or it died): 1001, reconnect with your
- * offsets. The process or sandbox is gone: 4404 / 4409, do not retry. Else 1011.
- */
-export function closeCodeFor(code: string): number {
-  if (code === "RUNTIME_UNAVAILABLE") return WS_CLOSE.GOING_AWAY;
-  if (code === "NOT_FOUND" || code === "SANDBOX_NOT_FOUND") return WS_CLOSE.NOT_FOUND;
-  if (code === "SANDBOX_NOT_READY") return WS_CLOSE.NOT_READY;
-  return 1011;
 }
 
 async function drained(ws: WebSocket): Promise<void> {

@@ -7,10 +7,8 @@
  * each to be acknowledged.
  */
 import type { WebSocket } from "ws";
-import { AgentboxError, TerminalClientMessage, WS_CLOSE, type TerminalServerMessage } from "@agentbox/protocol";
+import { AgentboxError, TerminalClientMessage, WS_CLOSE, closeCodeFor, parseClientMessage, type TerminalServerMessage } from "@agentbox/protocol";
 import type { TerminalService } from "../terminal-service.js";
-import { closeCodeFor } from "./process-stream.js";
-import { parseClientMessage } from "./client-message.js";
 
 const READ_BYTES = 1024 * 1024;
 const HIGH_WATER = 1024 * 1024;
