@@ -5,10 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { createServer, type AddressInfo, type Server } from "node:net";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { createServer, Socket, type AddressInfo, type Server, type SocketConstructorOpts } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { Spawner } from "../src/index.js";
+import { Spawner, socketFd } from "../src/index.js";
 
 /** Connect to 127.0.0.1:port inside pid's network namespace; what the server said, or the error. */
 async function fromInside(pid: number, port: number): Promise<string> {
@@ -59,5 +61,69 @@ describe("spawner: listeners in a sandbox's network namespace", () => {
     assert.equal(await fromInside(holder.pid!, 3129), "second");
     // Nothing of it is on the host's loopback (unless some other program happens to use the port).
     assert.equal((await fromInside(process.pid, 3129)).includes("second"), false);
+  });
+});
+
+describe("spawner: taking a connection from the peer of a unix socket", () => {
+  const spawner = new Spawner();
+  const servers: Server[] = [];
+  let peer: ChildProcess;
+  /** This process's end of the unix connection whose other end is `peer`. */
+  let via: Socket;
+  /** What `peer` reports: the descriptors of its TCP connection to us and of a file it opened. */
+  let peerFds: { tcp: number; file: number };
+  /** The far end (in this process) of peer's TCP connection. */
+  let tcpHere: Socket;
+  const dir = mkdtempSync(join(tmpdir(), "agentbox-take-"));
+
+  before(async () => {
+    spawner.start();
+    const tcpServer = createServer();
+    const unixServer = createServer();
+    servers.push(tcpServer, unixServer);
+    await new Promise<void>((r) => tcpServer.listen(0, "127.0.0.1", () => r()));
+    await new Promise<void>((r) => unixServer.listen(join(dir, "s"), () => r()));
+    const port = (tcpServer.address() as AddressInfo).port;
+    // A peer that connects both ways and says which descriptor is which.
+    const script = `const net = require("node:net");
+const u = net.connect(${JSON.stringify(join(dir, "s"))}, () => {
+  const t = net.connect(${port}, "127.0.0.1", () => u.write(JSON.stringify({ tcp: t._handle.fd, file: require("node:fs").openSync("/dev/null", "r") }) + "\\n"));
+});`;
+    const accepted = new Promise<Socket>((r) => tcpServer.once("connection", r));
+    const viaAccepted = new Promise<Socket>((r) => unixServer.once("connection", r));
+    peer = spawn(process.execPath, ["-e", script], { stdio: ["pipe", "ignore", "inherit"] });
+    via = await viaAccepted;
+    peerFds = JSON.parse(await new Promise<string>((r) => via.once("data", (d: Buffer) => r(d.toString()))));
+    tcpHere = await accepted;
+  });
+  after(() => {
+    peer.kill("SIGKILL");
+    for (const s of servers) s.close();
+    spawner.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("the peer's TCP connection becomes ours: bytes both ways", async () => {
+    const handle = await spawner.take(socketFd(via), peerFds.tcp);
+    const taken = new Socket({ handle, readable: true, writable: true } as SocketConstructorOpts);
+    const got = new Promise<string>((r) => tcpHere.once("data", (d: Buffer) => r(d.toString())));
+    taken.write("from the taker");
+    assert.equal(await got, "from the taker");
+    const back = new Promise<string>((r) => taken.once("data", (d: Buffer) => r(d.toString())));
+    tcpHere.write("to the taker");
+    assert.equal(await back, "to the taker");
+    taken.destroy();
+  });
+
+  test("only a stream socket is handed over; wrong descriptors get clear errors", async () => {
+    await assert.rejects(spawner.take(socketFd(via), peerFds.file), /not a stream socket: Socket operation on non-socket/);
+    await assert.rejects(spawner.take(socketFd(via), 999), /pidfd_getfd: Bad file descriptor/);
+    // `via` must be a socket with a peer: a file is not.
+    const file = openSync("/dev/null", "r");
+    try {
+      await assert.rejects(spawner.take(file, peerFds.tcp), /peer of the socket/);
+    } finally {
+      closeSync(file);
+    }
   });
 });

@@ -15,6 +15,11 @@ export interface ServerOptions {
   /** Keep-alive ping interval of WebSockets (default 30 s). */
   pingIntervalMs?: number;
   /**
+   * Hand code session connections to the runtime, which then serves them (default true). The
+   * server serves a session itself when this is false or the hand-off fails.
+   */
+  handOffCodeSessions?: boolean;
+  /**
    * Host directories from which templates may import `dir:` and `oci:` images by path
    * (env AGENTBOX_IMAGE_ROOTS, colon-separated). Default none: images come as uploads
    * (`POST /v1/images`), so an API caller cannot read host files through an image.
@@ -30,6 +35,7 @@ export interface ServerConfig {
   keepRuntime: boolean;
   reaperIntervalMs: number;
   pingIntervalMs: number;
+  handOffCodeSessions: boolean;
   imageRoots: string[];
 }
 
@@ -44,6 +50,7 @@ export function resolveConfig(opts: ServerOptions = {}, env: NodeJS.ProcessEnv =
     keepRuntime: opts.keepRuntime ?? true,
     reaperIntervalMs: opts.reaperIntervalMs ?? 1000,
     pingIntervalMs: opts.pingIntervalMs ?? 30_000,
+    handOffCodeSessions: opts.handOffCodeSessions ?? true,
     imageRoots: (opts.imageRoots ?? (env.AGENTBOX_IMAGE_ROOTS ? env.AGENTBOX_IMAGE_ROOTS.split(":") : [])).filter((r) => r !== "").map((r) => resolve(r)),
   };
 }

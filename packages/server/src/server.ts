@@ -146,7 +146,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   sockets.route(
     "/v1/sandboxes/:id/code/contexts/:cid/session",
     (ws, params) => serveCodeSessionHere(ws, code, params.id!, params.cid!),
-    (req, socket, head, params) => handOffCodeSession(req, socket, head, code, params.id!, params.cid!),
+    config.handOffCodeSessions ? (req, socket, head, params) => handOffCodeSession(req, socket, head, code, params.id!, params.cid!) : undefined,
   );
   sockets.route("/v1/sandboxes/:id/terminals/:tid/connect", (ws, params) => serveTerminalStream(ws, terminals, params.id!, params.tid!));
 

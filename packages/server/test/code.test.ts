@@ -325,3 +325,105 @@ describe("code contexts", () => {
     assert.match(flag.body.error.message, /^requirements\.0: must be a requirement, not an option/);
   });
 });
+
+describe("code sessions: who serves them", () => {
+  /** A raw session socket, its messages collected. */
+  const openSession = (url: string, key: string, sandboxId: string, contextId: string) => {
+    const ws = new WebSocket(`${url.replace("http", "ws")}/v1/sandboxes/${sandboxId}/code/contexts/${contextId}/session`, { headers: { authorization: `Bearer ${key}` } });
+    const messages: Array<Record<string, unknown>> = [];
+    let closeCode: number | undefined;
+    ws.on("message", (d) => messages.push(JSON.parse(String(d)) as Record<string, unknown>));
+    const closed = new Promise<number>((r) => ws.once("close", (code) => r((closeCode = code))));
+    const opened = new Promise<void>((resolve, reject) => {
+      ws.once("open", () => resolve());
+      ws.once("error", reject);
+    });
+    const waitFor = async (pred: (m: Record<string, unknown>) => boolean) => {
+      for (let i = 0; i < 1500; i++) {
+        const m = messages.find(pred);
+        if (m) return m;
+        if (closeCode !== undefined) throw new Error(`closed with ${closeCode}: ${JSON.stringify(messages)}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      throw new Error(`timed out: ${JSON.stringify(messages)}`);
+    };
+    return { ws, messages, opened, closed, waitFor };
+  };
+
+  test("the runtime serves a session: a run waiting on a host call carries on while the server restarts", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "agentbox-code-restart-"));
+    try {
+      const first = await startHarness({ dataDir, keepRuntime: true });
+      const sbId = (await first.createSandbox()).id;
+      const ctx = (await first.api("POST", `/v1/sandboxes/${sbId}/code/contexts`, { language: "python" })).body;
+      const s = openSession(first.server.url, first.server.apiKey, sbId, ctx.id);
+      await s.opened;
+      s.ws.send(JSON.stringify({ type: "run", code: "x = ask(20)\nx + ask(1)", functions: ["ask"] }));
+      const call = await s.waitFor((m) => m.type === "call");
+      await first.close(); // the server is gone; the runtime and the session are not
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(s.ws.readyState, WebSocket.OPEN);
+      s.ws.send(JSON.stringify({ type: "return", callId: call.callId, value: 21 }));
+      const second = await s.waitFor((m) => m.type === "call" && m.callId !== call.callId);
+      s.ws.send(JSON.stringify({ type: "return", callId: second.callId, value: 21 }));
+      await s.waitFor((m) => m.type === "done");
+      assert.deepEqual(
+        s.messages.filter((m) => m.type === "result").map((m) => m.text),
+        ["42"],
+      );
+      // A server on the same data dir, stopping its runtime: the session closes with 1001.
+      const next = await startHarness({ dataDir, keepRuntime: false });
+      await next.close();
+      assert.equal(await s.closed, 1001);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test("the server serves a session it does not hand off: host calls and output; a paused sandbox closes it with 4409", async () => {
+    const h = await startHarness({ handOffCodeSessions: false });
+    try {
+      const sbId = (await h.createSandbox()).id;
+      const ctx = (await h.api("POST", `/v1/sandboxes/${sbId}/code/contexts`, { language: "python" })).body;
+      const s = openSession(h.server.url, h.server.apiKey, sbId, ctx.id);
+      await s.opened;
+      s.ws.send(JSON.stringify({ type: "run", code: "print('before')\nx = ask(20)\nx + ask(1)", functions: ["ask"] }));
+      for (const value of [21, 21]) {
+        const call = await s.waitFor((m) => m.type === "call" && !(m as { answered?: boolean }).answered);
+        (call as { answered?: boolean }).answered = true;
+        s.ws.send(JSON.stringify({ type: "return", callId: call.callId, value }));
+      }
+      await s.waitFor((m) => m.type === "done");
+      assert.deepEqual(
+        s.messages.filter((m) => m.type !== "call").map((m) => [m.type, m.text]),
+        [["stdout", "before\n"], ["result", "42"], ["done", undefined]],
+      );
+      s.ws.close();
+      await s.closed;
+      assert.equal((await h.api("POST", `/v1/sandboxes/${sbId}/pause`, {})).status, 200);
+      const paused = openSession(h.server.url, h.server.apiKey, sbId, ctx.id);
+      assert.equal(await paused.closed, 4409);
+      assert.equal(paused.messages[0]?.code, "SANDBOX_NOT_READY");
+      assert.equal((await h.api("POST", `/v1/sandboxes/${sbId}/resume`, {})).status, 200);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test("with hand-off on, a missing context or a paused sandbox is refused as before: 4404 / 4409", async () => {
+    const h = await startHarness();
+    try {
+      const sbId = (await h.createSandbox()).id;
+      const ctx = (await h.api("POST", `/v1/sandboxes/${sbId}/code/contexts`, { language: "python" })).body;
+      const missing = openSession(h.server.url, h.server.apiKey, sbId, "no-such-context");
+      assert.equal(await missing.closed, 4404);
+      assert.equal(missing.messages[0]?.code, "NOT_FOUND");
+      assert.equal((await h.api("POST", `/v1/sandboxes/${sbId}/pause`, {})).status, 200);
+      const paused = openSession(h.server.url, h.server.apiKey, sbId, ctx.id);
+      assert.equal(await paused.closed, 4409);
+      assert.equal(paused.messages[0]?.code, "SANDBOX_NOT_READY");
+    } finally {
+      await h.close();
+    }
+  });
+});

@@ -42,6 +42,7 @@ export async function startHarness(
     /** Port to listen on (default 0: a free one); give the port of a closed harness to come back at the same URL. */
     port?: number;
     pingIntervalMs?: number;
+    handOffCodeSessions?: boolean;
     /** Host directories templates may import images from (default: the system's temp dir, where tests build them). */
     imageRoots?: string[];
   } = {},
@@ -54,6 +55,7 @@ export async function startHarness(
     reaperIntervalMs: opts.reaperIntervalMs ?? 200,
     imageRoots: opts.imageRoots ?? [tmpdir()],
     ...(opts.pingIntervalMs !== undefined ? { pingIntervalMs: opts.pingIntervalMs } : {}),
+    ...(opts.handOffCodeSessions !== undefined ? { handOffCodeSessions: opts.handOffCodeSessions } : {}),
   });
   const api: Harness["api"] = async (method, path, body, o = {}) => {
     const headers: Record<string, string> = {};
