@@ -15,6 +15,7 @@ import {
   PyTuple,
   type InterpreterSession,
 } from "../src/index.js";
+import { InterpreterChild, defaultPyodideDir } from "../src/wasm/child.js";
 
 let pool: InterpreterPool;
 before(async () => {
@@ -430,6 +431,36 @@ describe("python-wasm pool", () => {
     times.sort((x, y) => x - y);
     console.log(`# checkout + run 1+1: p50 ${times[100]!.toFixed(3)} ms, p90 ${times[180]!.toFixed(3)} ms; interpreter load ${pool.loadTimes.map((t) => t.toFixed(0)).join(", ")} ms`);
   });
+});
+
+test("the interrupt grace counts the Python thread's CPU only: a fresh interpreter's endless loop times out and it stays usable", async () => {
+  // In a fresh interpreter V8 compiles the hot eval loop in threads of its own while the loop
+  // runs; counting them made an interrupted run look like one that swallowed the interrupt.
+  const child = new InterpreterChild(defaultPyodideDir());
+  try {
+    await child.ready;
+    const tid = child.pythonThread!;
+    assert.ok(Number.isInteger(tid) && tid !== child.process.pid, `the Python thread: ${tid}`);
+    assert.ok(readdirSync(`/proc/${child.process.pid}/task`).includes(String(tid)));
+    const processCpu = () => {
+      const stat = readFileSync(`/proc/${child.process.pid}/stat`, "latin1");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return (Number(f[11]) + Number(f[12])) * 10;
+    };
+    // Booting compiled Pyodide in V8's threads: the process used far more CPU than Python's thread.
+    assert.ok(child.cpuMs() < processCpu(), `${child.cpuMs()} < ${processCpu()}`);
+  } finally {
+    child.kill();
+  }
+  const own = await InterpreterPool.create({ min: 1, max: 1 });
+  try {
+    const s = await own.checkout({ limits: { timeoutMs: 300 } });
+    await assert.rejects(s.run("while True:\n    pass"), InterpreterTimeoutError);
+    assert.equal(await s.run("3"), 3);
+    await s.release();
+  } finally {
+    await own.close();
+  }
 });
 
 test("priorities: create() boots at 0, a spare at nice 10, raised to 0 once a checkout waits for it", async (t) => {

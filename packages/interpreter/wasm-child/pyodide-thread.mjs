@@ -29,6 +29,10 @@ process.binding = (name) => {
   throw new Error(`process.binding(${name}) is not available`);
 };
 
+// This thread's id, for the parent to count the CPU Python uses (and not V8's compiler threads)
+// when it decides whether an interrupted run has overrun. Its one readable file under /proc.
+const threadId = Number(readFileSync("/proc/thread-self/stat", "latin1").split(" ")[0]);
+
 const started = now();
 const { loadPyodide } = await import(pathToFileURL(`${pyodideDir}/pyodide.mjs`).href);
 const jsglobals = Object.create(null);
@@ -180,4 +184,4 @@ onMessage("message", (m) => {
     post({ type: "probe-result", id: m.id, result: probe() });
   }
 });
-post({ type: "ready", loadMs: now() - started, memoryBytes: wasmMemoryBytes() });
+post({ type: "ready", loadMs: now() - started, memoryBytes: wasmMemoryBytes(), threadId });

@@ -84,10 +84,15 @@ describe("spawner: taking a connection from the peer of a unix socket", () => {
     await new Promise<void>((r) => tcpServer.listen(0, "127.0.0.1", () => r()));
     await new Promise<void>((r) => unixServer.listen(join(dir, "s"), () => r()));
     const port = (tcpServer.address() as AddressInfo).port;
-    // A peer that connects both ways and says which descriptor is which.
+    // A peer that connects both ways and says which descriptor is which. It stops reading its
+    // TCP connection, as the server does before it hands one over: else it would race the taker.
     const script = `const net = require("node:net");
 const u = net.connect(${JSON.stringify(join(dir, "s"))}, () => {
-  const t = net.connect(${port}, "127.0.0.1", () => u.write(JSON.stringify({ tcp: t._handle.fd, file: require("node:fs").openSync("/dev/null", "r") }) + "\\n"));
+  const t = net.connect(${port}, "127.0.0.1", () => {
+    t.pause();
+    t._handle.readStop();
+    u.write(JSON.stringify({ tcp: t._handle.fd, file: require("node:fs").openSync("/dev/null", "r") }) + "\\n");
+  });
 });`;
     const accepted = new Promise<Socket>((r) => tcpServer.once("connection", r));
     const viaAccepted = new Promise<Socket>((r) => unixServer.once("connection", r));
@@ -103,7 +108,7 @@ const u = net.connect(${JSON.stringify(join(dir, "s"))}, () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test("the peer's TCP connection becomes ours: bytes both ways", async () => {
+  test("the peer's TCP connection becomes ours: bytes both ways", { timeout: 20_000 }, async () => {
     const handle = await spawner.take(socketFd(via), peerFds.tcp);
     const taken = new Socket({ handle, readable: true, writable: true } as SocketConstructorOpts);
     const got = new Promise<string>((r) => tcpHere.once("data", (d: Buffer) => r(d.toString())));
@@ -115,7 +120,7 @@ const u = net.connect(${JSON.stringify(join(dir, "s"))}, () => {
     taken.destroy();
   });
 
-  test("only a stream socket is handed over; wrong descriptors get clear errors", async () => {
+  test("only a stream socket is handed over; wrong descriptors get clear errors", { timeout: 20_000 }, async () => {
     await assert.rejects(spawner.take(socketFd(via), peerFds.file), /not a stream socket: Socket operation on non-socket/);
     await assert.rejects(spawner.take(socketFd(via), 999), /pidfd_getfd: Bad file descriptor/);
     // `via` must be a socket with a peer: a file is not.

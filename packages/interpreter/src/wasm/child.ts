@@ -61,6 +61,8 @@ export class InterpreterChild {
   private warming = true;
   /** Booted at the low priority of a spare: restored when someone waits for it, and again at ready. */
   private lowered = false;
+  /** The id of the thread Python runs in (from the child, at ready). */
+  pythonThread: number | undefined;
   private readonly answerPipe: Writable;
   private stderr = "";
   private exitListeners: Array<() => void> = [];
@@ -76,6 +78,8 @@ export class InterpreterChild {
         ...WASM_FLAGS,
         `--allow-fs-read=${pyodideDir}/*`,
         `--allow-fs-read=${CHILD_DIR}/*`,
+        // Only for the Pyodide thread to learn its own id (see cpuMs).
+        "--allow-fs-read=/proc/thread-self/stat",
         "--allow-worker",
         "--no-warnings",
         `${CHILD_DIR}/child.mjs`,
@@ -117,6 +121,8 @@ export class InterpreterChild {
       this.hurry(); // also catches a thread made from a lowered one while an earlier hurry ran
       this.lowered = false;
       this.memoryBytes = m.memoryBytes as number;
+      // Taken once, at boot, before any user code has run in the child.
+      if (this.pythonThread === undefined && typeof m.threadId === "number" && Number.isInteger(m.threadId) && m.threadId > 0) this.pythonThread = m.threadId;
       readyResolve({ loadMs: m.loadMs as number, memoryBytes: m.memoryBytes as number });
     };
     this.process.stderr!.on("data", (d: Buffer) => {
@@ -277,12 +283,15 @@ export class InterpreterChild {
   }
 
   /**
-   * CPU time (ms, all threads) the process has used, from /proc: user + system ticks, which
+   * CPU time (ms) the Python thread (before it is known: the whole process) has used, from /proc: user + system ticks, which
    * Linux reports in units of 1/100 s (USER_HZ) whatever the kernel's own tick. NaN when gone.
    */
   cpuMs(): number {
     try {
-      const stat = readFileSync(`/proc/${this.process.pid}/stat`, "latin1");
+      // The Python thread's own, once known: V8 compiles hot wasm in other threads of the process,
+      // and that CPU (tens of ms in a fresh interpreter) is not the run overrunning.
+      const path = this.pythonThread ? `/proc/${this.process.pid}/task/${this.pythonThread}/stat` : `/proc/${this.process.pid}/stat`;
+      const stat = readFileSync(path, "latin1");
       // Fields after the command name (which may hold spaces) start past its closing parenthesis.
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       return (Number(fields[11]) + Number(fields[12])) * 10;

@@ -41,6 +41,7 @@ export async function handOffCodeSession(req: IncomingMessage, socket: Socket, h
   stopReading(socket);
   const early: Buffer[] = [head];
   for (let chunk = socket.read() as Buffer | null; chunk; chunk = socket.read() as Buffer | null) early.push(chunk);
+  stopReading(socket); // read() may have started the socket reading again
   try {
     await code.runtime.request("code.attach", {
       sandboxId,
