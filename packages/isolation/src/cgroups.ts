@@ -134,6 +134,16 @@ function killPids(pids: number[]): void {
 }
 
 /**
+ * A group's kill, with one loop at a time: a second call joins the loop in flight. So once any
+ * call has resolved, no loop of an earlier call is left to wake up and kill what a command
+ * given the (reused) group meanwhile has started.
+ */
+function oneKillAtATime(kill: () => Promise<void>): () => Promise<void> {
+  let inFlight: Promise<void> | undefined;
+  return () => (inFlight ??= kill().finally(() => (inFlight = undefined)));
+}
+
+/**
  * Kill until empty. The freeze (when available) stops a fork bomb from racing the loop; the
  * thaw after it lets the killed die (a frozen process dies only once thawed) and also leaves a
  * paused group thawed, so killing a paused sandbox works.
@@ -245,12 +255,12 @@ class V1Driver implements CgroupDriver {
     const base: CgroupGroup = {
       procsFiles: Object.values(dirs).map((d) => join(d, "cgroup.procs")),
       pids: () => readPids(dirs.freezer),
-      kill: async () => {
+      kill: oneKillAtATime(async () => {
         // Inside a paused sandbox the thaw of this group does not reach its processes (the
         // ancestor's freeze holds them): they are killed now and die when the sandbox resumes.
         if (readInt(join(dirs.freezer, "freezer.parent_freezing")) === 1) return killPids(readPids(dirs.freezer));
         await killGroup(() => readPids(dirs.freezer), freeze);
-      },
+      }),
       remove: () => Object.values(dirs).forEach(removeTree),
       oomKills: () => readInt(join(dirs.memory, "memory.oom_control"), "oom_kill"),
     };
@@ -370,7 +380,7 @@ class V2Driver implements CgroupDriver {
     return {
       procsFiles: [join(dir, "cgroup.procs")],
       pids: () => readPids(dir),
-      kill: async () => {
+      kill: oneKillAtATime(async () => {
         try {
           writeFileSync(join(dir, "cgroup.kill"), "1");
         } catch {
@@ -383,7 +393,7 @@ class V2Driver implements CgroupDriver {
             /* gone */
           }
         });
-      },
+      }),
       remove: () => removeTree(dir),
       oomKills: () => readInt(join(dir, "memory.events"), "oom_kill"),
     };

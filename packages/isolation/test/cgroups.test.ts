@@ -41,6 +41,34 @@ test("v1 on this host: limits are written and a group's processes are killed", {
 const hasV1 = existsSync("/sys/fs/cgroup/memory/memory.limit_in_bytes");
 const sleepMs = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+test("v1 on this host: kills of one group share one loop, so none outlives another and kills the group's next user", { skip: !hasV1 }, async () => {
+  const driver = detectCgroups();
+  const path = `agentbox/test-reuse-${process.pid}`;
+  const group = driver.create(path, limits);
+  try {
+    const child = group.child("cmd");
+    const enter = `for f in ${child.procsFiles.join(" ")}; do echo $$ > $f; done`;
+    const first = spawn("sh", ["-c", `${enter}; sleep 60 & sleep 60`], { stdio: "ignore" });
+    for (let i = 0; i < 200 && child.pids().length < 3; i++) await sleepMs(5);
+    // A command ends while its session is being deleted: two kills, as in the runtime.
+    const k1 = child.kill();
+    const k2 = child.kill();
+    assert.equal(k1, k2);
+    await Promise.all([k1, k2]);
+    assert.deepEqual(child.pids(), []);
+    assert.equal(first.exitCode ?? first.signalCode ?? (await new Promise((r) => first.once("exit", (_c, s) => r(s)))), "SIGKILL");
+    // The group is handed to the next command: nothing kills it any more.
+    const next = spawn("sh", ["-c", `${enter}; sleep 0.3; echo done`], { stdio: ["ignore", "pipe", "ignore"] });
+    let out = "";
+    next.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    const code = await new Promise((r) => next.once("exit", (c, s) => r(c ?? s)));
+    assert.equal(code, 0);
+    assert.equal(out, "done\n");
+  } finally {
+    group.remove();
+  }
+});
+
 /** 50 sleeps and a shell loop that counts into a file as fast as it can (in place, never truncated: a read never sees it empty): 51 processes. */
 async function startWorkload(group: SandboxCgroup, counter: string) {
   const child = group.child("cmd");
