@@ -81,6 +81,8 @@ export class ImageStore {
   private readonly inflight = new Map<string, Promise<void>>();
   /** Layers an import in progress has settled on; gc leaves them alone until the import returns. */
   private readonly pins = new Map<string, number>();
+  /** Layers being moved into place, by hex: a second install of one waits for the first. */
+  private readonly installing = new Map<string, Promise<void>>();
 
   constructor(imagesDir: string) {
     this.layersDir = join(imagesDir, "layers");
@@ -306,9 +308,22 @@ export class ImageStore {
     }
   }
 
-  /** Move an unpacked layer into place (unless it is already there) and mark it complete. */
+  /**
+   * Move an unpacked layer into place (unless it is already there) and mark it complete. Two
+   * imports that unpacked the same layer install it one after the other: else the second would
+   * take the first's directory, renamed but not yet marked, for one cut short and remove it.
+   */
   private async install(tmp: string, hex: string): Promise<void> {
+    for (let earlier = this.installing.get(hex); earlier; earlier = this.installing.get(hex)) await earlier.catch(() => undefined);
     if (existsSync(this.marker(hex))) return;
+    const done = this.moveIntoPlace(tmp, hex).finally(() => {
+      if (this.installing.get(hex) === done) this.installing.delete(hex);
+    });
+    this.installing.set(hex, done);
+    return done;
+  }
+
+  private async moveIntoPlace(tmp: string, hex: string): Promise<void> {
     const final = join(this.layersDir, hex);
     // A directory without its marker was cut short between rename and marker: redo it.
     await rm(final, { recursive: true, force: true });
