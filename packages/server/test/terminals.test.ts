@@ -156,8 +156,15 @@ describe("terminals", () => {
     );
     assert.deepEqual(results.map((r) => r.status).sort(), [200, 200, 200, 200, 200, 201]);
     assert.equal(new Set(results.map((r) => r.body.pid)).size, 1);
-    const count = await h.exec(sb, { command: "pgrep -c -x -f 'sleep 300'" });
-    assert.equal(count.stdout, "1\n");
+    // The terminal is listed once its program's pid is known, which may be before `sh` has
+    // exec'd `sleep`: wait for it, and never see two.
+    let count = "";
+    for (let i = 0; i < 100 && count !== "1\n"; i++) {
+      count = (await h.exec(sb, { command: "pgrep -c -x -f 'sleep 300' || true" })).stdout;
+      assert.ok(count === "0\n" || count === "1\n", `sleeps running: ${count}`);
+      if (count !== "1\n") await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(count, "1\n");
     assert.equal((await h.api("DELETE", `/v1/sandboxes/${sb}/terminals/race`)).status, 200);
   });
 
