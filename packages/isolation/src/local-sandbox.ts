@@ -265,16 +265,23 @@ export class LocalSandbox {
     return { file: ENTER_HELPER, args, env: spec.env };
   }
 
-  /** A fresh (empty) child cgroup for one command and everything it starts. */
+  /**
+   * A fresh (empty) child cgroup for one command and everything it starts. It is a lease: once
+   * released, its `kill` and `pids` reach nothing, because the group may serve another command
+   * by then (a late timeout or kill of the first must not touch the second).
+   */
   acquireGroup(): CgroupGroup {
-    return this.spareGroups.pop() ?? this.cgroup.child(`cmd-${++this.groupCounter}`);
+    return new GroupLease(this.spareGroups.pop() ?? this.cgroup.child(`cmd-${++this.groupCounter}`));
   }
 
-  /** Kill whatever is left in a command's group, then keep the empty group for the next command. */
+  /** Kill whatever is left in a command's group, then keep the empty group for the next command. Once per lease. */
   async releaseGroup(group: CgroupGroup): Promise<void> {
-    await group.kill();
-    if (this.spareGroups.length < MAX_SPARE_GROUPS && this.alive) this.spareGroups.push(group);
-    else group.remove();
+    if (!(group instanceof GroupLease)) throw new Error("releaseGroup takes a group from acquireGroup");
+    if (group.released) return;
+    group.released = true;
+    await group.group.kill();
+    if (this.spareGroups.length < MAX_SPARE_GROUPS && this.alive) this.spareGroups.push(group.group);
+    else group.group.remove();
   }
 
   /** Kill every process of the sandbox and remove its cgroup and layers. */
@@ -311,5 +318,32 @@ function hasChildren(pid: number): boolean {
     return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().length > 0;
   } catch {
     return false;
+  }
+}
+
+/** One command's use of a sandbox's child cgroup (see acquireGroup). */
+export class GroupLease implements CgroupGroup {
+  released = false;
+
+  constructor(readonly group: CgroupGroup) {}
+
+  get procsFiles(): string[] {
+    return this.group.procsFiles;
+  }
+
+  kill(): Promise<void> {
+    return this.released ? Promise.resolve() : this.group.kill();
+  }
+
+  remove(): void {
+    if (!this.released) this.group.remove();
+  }
+
+  pids(): number[] {
+    return this.released ? [] : this.group.pids();
+  }
+
+  oomKills(): number {
+    return this.group.oomKills();
   }
 }
