@@ -432,6 +432,23 @@ out:
 }
 
 /*
+ * A pidfd of the process at the other end of unix socket VIA of process `pidfd` (the kernel names
+ * it: SO_PEERCRED), or -1 with errno set. A peer in a pid namespace we cannot see has pid 0.
+ */
+static int peer_pidfd_of(int pidfd, long via) {
+  int s = (int)syscall(SYS_pidfd_getfd, pidfd, (int)via, 0);
+  struct ucred cred = {0};
+  socklen_t len = sizeof cred;
+  int ok = s >= 0 && getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid > 0;
+  if (s >= 0) close(s);
+  if (!ok) {
+    errno = ESRCH;
+    return -1;
+  }
+  return (int)syscall(SYS_pidfd_open, cred.pid, 0);
+}
+
+/*
  * relay: take two sockets or pipes of the runtime (pidfd_getfd: the runtime cannot pass
  * descriptors itself) and run `exec` (agentbox-net relay 3 4) on them, so bulk bytes of a
  * proxied connection or a file transfer move by splice instead of through an event loop.
@@ -470,20 +487,9 @@ static void handle_relay(char **fields, int n) {
   int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)owner, 0);
   if (pidfd < 0) return reply_error(id, "pidfd_open");
   int peer_pidfd = -1;
-  if (peer >= 0) {
-    int s = (int)syscall(SYS_pidfd_getfd, pidfd, (int)peer, 0);
-    struct ucred cred = {0};
-    socklen_t len = sizeof cred;
-    int ok = s >= 0 && getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid > 0;
-    if (s >= 0) close(s);
-    /* A peer in a pid namespace we cannot see has pid 0: no relay then. */
-    if (ok) peer_pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
-    if (peer_pidfd < 0) {
-      close(pidfd);
-      if (ok) return reply_error(id, "pidfd_open (peer)");
-      errno = ESRCH;
-      return reply_error(id, "peer of the socket");
-    }
+  if (peer >= 0 && (peer_pidfd = peer_pidfd_of(pidfd, peer)) < 0) {
+    close(pidfd);
+    return reply_error(id, "peer of the socket");
   }
   int a = (int)syscall(SYS_pidfd_getfd, peer_side == 'a' ? peer_pidfd : pidfd, (int)fa, 0);
   int b = a < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, peer_side == 'b' ? peer_pidfd : pidfd, (int)fb, 0);
@@ -592,18 +598,9 @@ static void handle_take(char **fields, int n) {
   }
   int pidfd = (int)syscall(SYS_pidfd_open, (pid_t)owner, 0);
   if (pidfd < 0) return reply_error(id, "pidfd_open");
-  int v = (int)syscall(SYS_pidfd_getfd, pidfd, (int)via, 0);
+  int peer = peer_pidfd_of(pidfd, via);
   close(pidfd);
-  struct ucred cred = {0};
-  socklen_t len = sizeof cred;
-  int ok = v >= 0 && getsockopt(v, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.pid > 0;
-  if (v >= 0) close(v);
-  if (!ok) {
-    errno = ESRCH;
-    return reply_error(id, "peer of the socket");
-  }
-  int peer = (int)syscall(SYS_pidfd_open, cred.pid, 0);
-  if (peer < 0) return reply_error(id, "pidfd_open (peer)");
+  if (peer < 0) return reply_error(id, "peer of the socket");
   int s = (int)syscall(SYS_pidfd_getfd, peer, (int)fd, 0);
   close(peer);
   if (s < 0) return reply_error(id, "pidfd_getfd");

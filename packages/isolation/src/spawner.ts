@@ -96,7 +96,7 @@ export class Spawner {
   private child: ChildProcess | undefined;
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private readonly listening = new Map<number, { resolve: (h: ListenHandle) => void; reject: (e: Error) => void }>();
+  private readonly handles = new Map<number, { resolve: (h: ListenHandle) => void; reject: (e: Error) => void }>();
   private buffer: Buffer = Buffer.alloc(0);
   private dead: Error | undefined;
 
@@ -105,9 +105,9 @@ export class Spawner {
     this.child = child;
     child.stdout!.on("data", (chunk: Buffer) => this.receive(chunk));
     child.on("message", (msg: { listenId?: number }, handle?: ListenHandle) => {
-      const waiting = this.listening.get(Number(msg?.listenId));
+      const waiting = this.handles.get(Number(msg?.listenId));
       if (!waiting || !handle) return handle?.close?.();
-      this.listening.delete(Number(msg.listenId));
+      this.handles.delete(Number(msg.listenId));
       waiting.resolve(handle);
     });
     // The channel must not keep a process alive that is otherwise done.
@@ -115,9 +115,9 @@ export class Spawner {
     child.on("exit", (code, signal) => {
       this.dead = new Error(`the process spawner exited (${signal ?? code})`);
       for (const p of this.pending.values()) p.reject(this.dead);
-      for (const l of this.listening.values()) l.reject(this.dead);
+      for (const l of this.handles.values()) l.reject(this.dead);
       this.pending.clear();
-      this.listening.clear();
+      this.handles.clear();
     });
     child.on("error", (err) => {
       this.dead = err;
@@ -173,12 +173,7 @@ export class Spawner {
    * `net.Server.listen(handle)`. Connections made before that wait in its backlog.
    */
   listenIn(target: number, port: number): Promise<ListenHandle> {
-    if (!this.child || this.dead) return Promise.reject(this.dead ?? new Error("spawner not started"));
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.listening.set(id, { resolve, reject });
-      this.send(["listen", `id=${id}`, `target=${target}`, `port=${port}`]);
-    });
+    return this.askForHandle("listen", [`target=${target}`, `port=${port}`]);
   }
 
   /**
@@ -187,11 +182,16 @@ export class Spawner {
    * `new net.Socket({ handle })`. Our copy shares the connection with the other process's.
    */
   take(via: number, fd: number): Promise<ListenHandle> {
+    return this.askForHandle("take", [`pid=${process.pid}`, `via=${via}`, `fd=${fd}`]);
+  }
+
+  /** An op answered on the IPC channel with a descriptor (or "failed" on stdout). */
+  private askForHandle(op: string, fields: string[]): Promise<ListenHandle> {
     if (!this.child || this.dead) return Promise.reject(this.dead ?? new Error("spawner not started"));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.listening.set(id, { resolve, reject });
-      this.send(["take", `id=${id}`, `pid=${process.pid}`, `via=${via}`, `fd=${fd}`]);
+      this.handles.set(id, { resolve, reject });
+      this.send([op, `id=${id}`, ...fields]);
     });
   }
 
@@ -222,10 +222,10 @@ export class Spawner {
     const [op, ...rest] = fields;
     const kv = Object.fromEntries(rest.map((f) => [f.slice(0, f.indexOf("=")), f.slice(f.indexOf("=") + 1)]));
     const id = Number(kv.id);
-    const l = this.listening.get(id);
+    const l = this.handles.get(id);
     if (l && op === "failed") {
-      this.listening.delete(id);
-      return l.reject(new Error(kv.error ?? "listen failed"));
+      this.handles.delete(id);
+      return l.reject(new Error(kv.error ?? "the spawner could not hand over a descriptor"));
     }
     const p = this.pending.get(id);
     if (!p) return;

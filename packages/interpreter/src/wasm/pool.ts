@@ -157,7 +157,6 @@ function killIfOverrunning(child: InterpreterChild, delivered: Promise<void>, on
 export class InterpreterPool {
   private readonly idle: InterpreterChild[] = [];
   private readonly all = new Set<InterpreterChild>();
-  private starting = 0;
   /** Interpreters still booting, oldest first. */
   private readonly booting = new Set<InterpreterChild>();
   private readonly waiters: Array<{ resolve: (c: InterpreterChild) => void; reject: (e: Error) => void }> = [];
@@ -185,7 +184,7 @@ export class InterpreterPool {
   }
 
   get size(): { idle: number; total: number; starting: number } {
-    return { idle: this.idle.length, total: this.all.size, starting: this.starting };
+    return { idle: this.idle.length, total: this.all.size, starting: this.booting.size };
   }
 
   /**
@@ -196,7 +195,6 @@ export class InterpreterPool {
     const child = new InterpreterChild(this.pyodideDir, background);
     this.all.add(child);
     this.booting.add(child);
-    this.starting++;
     child.onExit(() => {
       this.all.delete(child);
       const i = this.idle.indexOf(child);
@@ -206,11 +204,9 @@ export class InterpreterPool {
     try {
       const { loadMs } = await child.ready;
       this.loadTimes.push(loadMs);
-      this.starting--;
       this.booting.delete(child);
       this.give(child);
     } catch (e) {
-      this.starting--;
       this.booting.delete(child);
       this.all.delete(child);
       const w = this.waiters.shift();
@@ -230,7 +226,7 @@ export class InterpreterPool {
   }
 
   private topUp(): void {
-    while (!this.closed && this.all.size < this.max && this.idle.length + this.starting < Math.max(this.min, this.waiters.length)) {
+    while (!this.closed && this.all.size < this.max && this.idle.length + this.booting.size < Math.max(this.min, this.waiters.length)) {
       this.spawn(true).catch(() => {});
     }
   }
