@@ -11,7 +11,7 @@ import { WebSocketServer, type WebSocket } from "ws";
 import { MAX_CLIENT_FRAME_BYTES, WS_CLOSE } from "@agentbox/protocol";
 import { serveCodeSession, type CodeSessionBackend } from "./code-session.js";
 
-export const SESSION_PING_INTERVAL_MS = 30_000;
+const SESSION_PING_INTERVAL_MS = 30_000;
 
 export interface HandedUpgrade {
   /** The connection, as a handle from the process spawner. */
@@ -31,10 +31,6 @@ export class CodeSessionHost {
       for (const ws of this.sockets) ws.ping();
     }, pingIntervalMs);
     this.pinger.unref();
-  }
-
-  get size(): number {
-    return this.sockets.size;
   }
 
   /** Answer the upgrade request and serve the session (a bad request gets ws's 400 and a close). */
