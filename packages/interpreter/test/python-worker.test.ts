@@ -488,8 +488,10 @@ describe("python worker: errors", () => {
   });
 
   test("KeyboardInterrupt (SIGINT) stops a busy loop, a sleep; the worker serves the next feed", async () => {
-    for (const loop of ["while True:\n    pass", "import time\ntime.sleep(60)", "import asyncio\nawait asyncio.sleep(60)"]) {
-      w.send({ type: "feed", code: `print('ready', flush=True)\n${loop}` });
+    // Imports come before "ready" so the signal lands in the wait itself, never mid-import on a slow machine.
+    const loops = [["", "while True:\n    pass"], ["import time", "time.sleep(60)"], ["import asyncio", "await asyncio.sleep(60)"]];
+    for (const [setup, loop] of loops) {
+      w.send({ type: "feed", code: `${setup}\nprint('ready', flush=True)\n${loop}` });
       const ready = await w.next();
       assert.equal(ready.event.type, "print");
       await sleep(50);
