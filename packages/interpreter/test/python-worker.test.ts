@@ -302,7 +302,7 @@ describe("python worker: protocol basics", () => {
     const t = await w.feed("import threading, time\ndef later():\n    time.sleep(0.2)\n    print('from the thread')\nthreading.Thread(target=later).start()\n'started'");
     assert.equal(mainText(t), "'started'");
     assert.equal(prints(t), "");
-    await sleep(400);
+    await sleep(1500); // far past the thread's 0.2 s, even on a loaded machine
     const next = await w.feed("'next'");
     assert.equal(prints(next), "from the thread\n");
   });

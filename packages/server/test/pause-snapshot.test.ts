@@ -52,8 +52,11 @@ describe("pause, resume, usage and snapshots", () => {
     assert.equal(resumed.body.status, "ready");
     assert.equal(resumed.body.pausedAt, undefined);
     const c1 = await read();
-    await sleep(400);
-    const c2 = await read();
+    let c2 = c1;
+    for (const deadline = Date.now() + 10_000; c2 <= c1 + 3 && Date.now() < deadline; ) {
+      await sleep(100);
+      c2 = await read();
+    }
     assert.ok(c2 > c1 + 3, `counter went from ${c1} to ${c2} after resume`);
     const notPaused = await h.api("POST", `/v1/sandboxes/${sb.id}/resume`);
     assert.equal(notPaused.status, 409);
