@@ -5,7 +5,7 @@
  */
 import { spawn } from "node:child_process";
 import { request as httpRequest } from "node:http";
-import { createReadStream, createWriteStream, rmSync } from "node:fs";
+import { createReadStream, createWriteStream, rmSync, watch } from "node:fs";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Sandbox } from "@agentbox/sdk";
@@ -155,5 +155,48 @@ export async function bigDownload(sb: Sandbox, serverPid: number, runtimePid: nu
   } finally {
     sampler.stop();
     await sb.files.remove("/workspace/sparse-1g.bin").catch(() => undefined);
+  }
+}
+
+/**
+ * Watch latency: from starting a command that creates a file to holding its `create` event
+ * (the event's arrival time, whether or not the command has returned by then).
+ * Ours: `sb.exec` writes under a watched sandbox directory (the SDK's watch WebSocket).
+ * Baseline: a spawned `sh` writes under a host directory watched with `fs.watch` in this process.
+ */
+export async function watchLatency(sb: Sandbox, hostDir: string, n: number): Promise<{ ours: number[]; baseline: number[] }> {
+  const waiters = new Map<string, (at: number) => void>();
+  const arrived = (name: string) => waiters.get(name)?.(performance.now());
+  const eventFor = (name: string) => new Promise<number>((resolve) => waiters.set(name, resolve));
+  await sb.exec("mkdir -p /workspace/watch-bench");
+  const watcher = await sb.files.watch("/workspace/watch-bench", (e) => {
+    if (e.type === "create") arrived(e.path.slice(e.path.lastIndexOf("/") + 1));
+  });
+  const dir = `${hostDir}/watch-bench`;
+  await sh(`mkdir -p ${dir}`);
+  const hostWatcher = watch(dir, (_type, name) => {
+    if (name) arrived(String(name));
+  });
+  const ours: number[] = [];
+  const baseline: number[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      let name = `a${i}`;
+      let seen = eventFor(name);
+      let t = performance.now();
+      const [, oursAt] = await Promise.all([sb.exec(`echo x > /workspace/watch-bench/${name}`), seen]);
+      ours.push(oursAt - t);
+      name = `b${i}`;
+      seen = eventFor(name);
+      t = performance.now();
+      const [, baseAt] = await Promise.all([sh(`echo x > ${dir}/${name}`), seen]);
+      baseline.push(baseAt - t);
+    }
+    return { ours, baseline };
+  } finally {
+    watcher.close();
+    hostWatcher.close();
+    rmSync(dir, { recursive: true, force: true });
+    await sb.exec("rm -rf /workspace/watch-bench").catch(() => undefined);
   }
 }

@@ -6,7 +6,8 @@
  *   (d) stream throughput, (e) output latency, (f) concurrent streams
  *   (g) session exec round trip of `true` vs a stateless exec of `true`
  *   (h) keystroke echo through the terminal WebSocket vs a raw local PTY
- *   (i) file upload and download through the SDK vs `cat src | cat > dst`, and server RSS meanwhile
+ *   (i) file upload and download through the SDK vs `cat src | cat > dst`, and server RSS meanwhile;
+ *       watch latency vs `fs.watch` of a host directory
  *   (j) claim from a warm pool, create from a 3-layer OCI template vs from `host`, pause + resume
  *       of a sandbox running 50 processes
  *   (k) code contexts: create from the warm pool, `1+1` round trip, 1,000 host calls, vs `python3 -c`
@@ -21,7 +22,7 @@ import { rawBwrap, rawSpawn } from "./baselines.js";
 import { descendants, findRuntimePid, pss, rss, sandboxCgroupMemory } from "./memory.js";
 import { startServerProcess } from "./server-process.js";
 import { agentboxKeystrokes, rawPtyKeystrokes } from "./terminals.js";
-import { bigDownload, bigUpload, filesThroughput } from "./files.js";
+import { bigDownload, bigUpload, filesThroughput, watchLatency } from "./files.js";
 import { concurrentStreams, firstChunkLatency, rawPipeThroughput, sdkThroughput } from "./streams.js";
 import { fmt, interleave, mib, summarize, type Summary } from "./stats.js";
 import { ociCreates, pauseResume, poolClaims } from "./lifecycle.js";
@@ -203,7 +204,13 @@ try {
     log(`  1 GiB download: ${(big.bytes / 2 ** 30).toFixed(2)} GiB in ${(big.ms / 1000).toFixed(1)} s; server RSS growth ${mib(big.serverRssGrowth)}, runtime RSS growth ${mib(big.runtimeRssGrowth)}`);
     const bigUp = await bigUpload(warm, server.pid, runtimePid);
     log(`  900 MiB upload: ${(bigUp.bytes / 2 ** 20).toFixed(0)} MiB in ${(bigUp.ms / 1000).toFixed(1)} s; server RSS growth ${mib(bigUp.serverRssGrowth)}, runtime RSS growth ${mib(bigUp.runtimeRssGrowth)}`);
-    results.files = { ...f, uploadRatio: up, downloadRatio: down, bigDownload: big, bigUpload: bigUp, met: up >= 0.5 && down >= 0.5 && rssOk };
+    const w = await watchLatency(warm, server.dataDir, quick ? 20 : 100);
+    const [watchOurs, watchBase] = [summarize(w.ours), summarize(w.baseline)];
+    const watchOk = watchOurs.p95 <= 200;
+    log(`  watch: command start to its create event  p50 ${fmt(watchOurs.p50)}  p95 ${fmt(watchOurs.p95)}  (n=${watchOurs.n})  (target p95 <= 200 ms: ${watchOk ? "met" : "MISSED"})`);
+    log(`    host fs.watch of a spawned sh  p50 ${fmt(watchBase.p50)}  p95 ${fmt(watchBase.p95)}  (ratio p50 ${(watchOurs.p50 / watchBase.p50).toFixed(2)}x)`);
+    const watchResult = { agentbox: watchOurs, baseline: watchBase, met: watchOk };
+    results.files = { ...f, uploadRatio: up, downloadRatio: down, bigDownload: big, bigUpload: bigUp, watch: watchResult, met: up >= 0.5 && down >= 0.5 && rssOk && watchOk };
   }
 
   if (want("j")) {

@@ -38,8 +38,12 @@ export const WatchQuery = z.object({ path, recursive: flag.default(true) });
 export const MkdirRequest = z.strictObject({ path, recursive: z.boolean().optional() });
 export const MoveRequest = z.strictObject({ from: path, to: path });
 
+/** A change under a watched directory, or word that some were lost. */
+export type WatchEvent = { type: "create" | "modify" | "delete" | "rename"; path: string; entry?: FileEntry } | { type: "overflow" };
+
 /** Messages of the watch WebSocket. */
-export type WatchEvent =
-  | { type: "create" | "modify" | "delete" | "rename"; path: string; entry?: FileEntry }
-  | { type: "overflow" }
+export type WatchMessage =
+  /** Sent once, first: the watcher runs in the sandbox, so every later change is reported. */
+  | { type: "ready" }
+  | WatchEvent
   | { type: "error"; code: string; message: string };

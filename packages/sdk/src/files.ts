@@ -17,7 +17,7 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import tar from "tar-stream";
 import WebSocket from "ws";
-import type { FileEntry, WatchEvent } from "@agentbox/protocol";
+import type { FileEntry, WatchEvent, WatchMessage } from "@agentbox/protocol";
 import { AgentboxApiError, CONNECTION_FAILED, isAgentboxError, isSdkErrorCode } from "./errors.js";
 import type { HttpTransport } from "./http.js";
 import { counter, directoryTar } from "./local-archive.js";
@@ -215,27 +215,22 @@ export class Files {
     const socket = new WebSocket(url, { headers: this.http.baseHeaders() });
     const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
     return new Promise((resolve, reject) => {
-      let opened = false;
-      let early: AgentboxApiError | undefined;
+      let ready = false;
+      let failure: AgentboxApiError | undefined;
       socket.on("message", (data) => {
-        const event = JSON.parse(String(data)) as WatchEvent;
-        if (event.type === "error") {
-          early = new AgentboxApiError(isSdkErrorCode(event.code) ? event.code : "INTERNAL", event.message);
-          return;
-        }
-        onEvent(event);
-      });
-      socket.once("open", () => {
-        opened = true;
-        // A missing path is answered on the socket at once: wait a moment for it.
-        setTimeout(() => (early ? reject(early) : resolve({ close: () => socket.close(1000), closed })), 50);
+        const event = JSON.parse(String(data)) as WatchMessage;
+        if (event.type === "ready") {
+          ready = true;
+          resolve({ close: () => socket.close(1000), closed });
+        } else if (event.type === "error") {
+          failure = new AgentboxApiError(isSdkErrorCode(event.code) ? event.code : "INTERNAL", event.message);
+        } else onEvent(event);
       });
       socket.once("close", () => {
-        if (early) reject(early);
-        else if (!opened) reject(new AgentboxApiError(CONNECTION_FAILED, "the watch connection closed before it opened"));
+        if (!ready) reject(failure ?? new AgentboxApiError(CONNECTION_FAILED, "the watch connection closed before the watcher started"));
       });
       socket.once("error", (error) => {
-        if (!opened) reject(new AgentboxApiError(CONNECTION_FAILED, `cannot open the watch: ${error.message}`, { cause: error }));
+        if (!ready) reject(new AgentboxApiError(CONNECTION_FAILED, `cannot open the watch: ${error.message}`, { cause: error }));
       });
     });
   }

@@ -104,9 +104,9 @@ describe("SDK files", () => {
     await sb.files.mkdir("wd", { recursive: true });
     const events: WatchEvent[] = [];
     const handle = await sb.files.watch("wd", (e) => events.push(e));
-    await new Promise((r) => setTimeout(r, 100));
+    // No pause: watch() resolves once the watcher runs, so the very next change is seen.
     await sb.exec("echo 1 > /workspace/wd/new.txt");
-    for (let i = 0; i < 100 && !events.some((e) => e.type === "create"); i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 1000 && !events.some((e) => e.type === "create"); i++) await new Promise((r) => setTimeout(r, 10));
     assert.ok(events.some((e) => e.type === "create" && "path" in e && e.path === "/workspace/wd/new.txt"), JSON.stringify(events));
     handle.close();
     await handle.closed;

@@ -3,13 +3,13 @@
  * from a watcher running in the sandbox. Closing the socket stops the watcher.
  */
 import type { WebSocket } from "ws";
-import { AgentboxError, WS_CLOSE, closeCodeFor, type WatchEvent } from "@agentbox/protocol";
+import { AgentboxError, WS_CLOSE, closeCodeFor, type WatchEvent, type WatchMessage } from "@agentbox/protocol";
 import type { RuntimeLink } from "../runtime-link.js";
 import type { SandboxService } from "../sandbox-service.js";
 
 const POLL_MS = 20_000;
 
-function send(ws: WebSocket, message: WatchEvent): void {
+function send(ws: WebSocket, message: WatchMessage): void {
   if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
 }
 
@@ -27,6 +27,7 @@ export async function serveWatchStream(ws: WebSocket, sandboxes: SandboxService,
       await runtime.request("fs.abort", { sandboxId, handle }).catch(() => undefined);
       return;
     }
+    send(ws, { type: "ready" }); // the helper answers only once its inotify watches are in place
     while (ws.readyState === ws.OPEN) {
       const r = await runtime.request("fs.watchEvents", { sandboxId, handle, waitMs: POLL_MS });
       for (const event of r.events) send(ws, event as WatchEvent);
