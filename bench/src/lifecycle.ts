@@ -74,11 +74,15 @@ export async function ociCreates(client: Agentbox, n: number): Promise<{ oci: nu
   }
 }
 
-/** Pause + resume of a sandbox running 50 processes. */
+/**
+ * Pause + resume of a sandbox running 50 processes, one of them a busy loop held to half a CPU:
+ * a throttled process freezes only once it runs again, unless the freeze lifts the limit.
+ */
 export async function pauseResume(client: Agentbox, n: number): Promise<{ pauseResume: number[]; health: number[] }> {
-  const sb = await client.sandboxes.create();
+  await client.templates.create({ name: "bench-half-cpu", resources: { cpu: "500m" } });
+  const sb = await client.sandboxes.create({ template: "bench-half-cpu" });
   try {
-    await sb.startProcess("for i in $(seq 49); do sleep 100000 & done; wait", { keepOutput: false });
+    await sb.startProcess("for i in $(seq 49); do sleep 100000 & done; while :; do :; done", { keepOutput: false });
     for (let i = 0; i < 100 && (await sb.refresh()).usage!.processes < 3 + 50; i++) await sleep(50);
     const [pauseResume, health] = await interleave(
       n,
@@ -94,5 +98,6 @@ export async function pauseResume(client: Agentbox, n: number): Promise<{ pauseR
     return { pauseResume, health };
   } finally {
     await sb.delete();
+    await client.templates.delete("bench-half-cpu");
   }
 }

@@ -78,7 +78,13 @@ describe("agentbox shell", () => {
     first.term.write("stty size\r");
     await first.waitFor(/[\r\n]30 100\r+\n/);
     first.term.resize(120, 40);
-    await new Promise((r) => setTimeout(r, 200));
+    // The CLI passes the SIGWINCH on: wait until the server's terminal has the new size, not a fixed time.
+    for (let i = 0; i < 1000; i++) {
+      const res = await fetch(`${server.url}/v1/sandboxes/${sb}/terminals/cli-term`, { headers: { authorization: `Bearer ${server.apiKey}` } });
+      const info = (await res.json()) as { cols?: number; rows?: number };
+      if (info.cols === 120 && info.rows === 40) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
     first.term.write("stty size; echo before-detach-$((2+3))\r");
     await first.waitFor(/[\r\n]40 120\r+\n/);
     await first.waitFor(/before-detach-5/);

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -207,11 +207,19 @@ describe("node worker: code and state", () => {
 
   test("output after a run ends is held and sent in the next feed, never outside a turn", async () => {
     const w = await Driver.start();
-    assert.equal(await w.value("setTimeout(() => console.log('late'), 30); 'now'"), "'now'");
-    await new Promise((r) => setTimeout(r, 150));
-    const { events, ender } = await w.feed("'next'");
-    assert.equal(prints(events), "late\n");
-    assert.equal(ender.results[0].text, "'next'");
+    // The timer leaves a file once it has printed: wait for that, not a fixed time (late on a loaded machine).
+    const dir = mkdtempSync(join(tmpdir(), "agentbox-node-worker-late-"));
+    const printed = join(dir, "printed");
+    try {
+      assert.equal(await w.value(`setTimeout(() => { console.log('late'); require('fs').writeFileSync(${JSON.stringify(printed)}, '') }, 30); 'now'`), "'now'");
+      for (let i = 0; i < 1000 && !existsSync(printed); i++) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(existsSync(printed), "the timer ran");
+      const { events, ender } = await w.feed("'next'");
+      assert.equal(prints(events), "late\n");
+      assert.equal(ender.results[0].text, "'next'");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
     await w.shutdown();
   });
 

@@ -103,11 +103,19 @@ describe("sandbox lifecycle", () => {
     const ext = await h.api("POST", `/v1/sandboxes/${extended.id}/timeout`, { timeoutSeconds: 60 });
     assert.equal(ext.status, 200);
     assert.ok(Date.parse(ext.body.expiresAt) - Date.now() > 55_000);
-    await new Promise((r) => setTimeout(r, 1800));
-    const gone = await h.api("GET", `/v1/sandboxes/${short.id}`);
+    const extendedAt = Date.now();
+    // Poll for the reaper's delete instead of a fixed 1.8 s: on a loaded machine it may take longer.
+    let gone = await h.api("GET", `/v1/sandboxes/${short.id}`);
+    for (const deadline = Date.now() + 15_000; gone.body.status !== "deleted" && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 100));
+      gone = await h.api("GET", `/v1/sandboxes/${short.id}`);
+    }
     assert.equal(gone.body.status, "deleted");
     assert.equal(gone.body.statusMessage, "expired: its timeout passed");
     assert.equal(layerFilesNamed(h.dataDir, `marker-${short.id}`), 0);
+    // The extended one's original 1 s deadline is well past too (as after the fixed wait before).
+    const left = extendedAt + 1800 - Date.now();
+    if (left > 0) await new Promise((r) => setTimeout(r, left));
     const alive = await h.api("GET", `/v1/sandboxes/${extended.id}`);
     assert.equal(alive.body.status, "ready");
   });

@@ -15,15 +15,27 @@ describe("pause, resume, usage and snapshots", () => {
     h = await startHarness();
   });
   after(() => h.close());
+  /**
+   * Wait until a counter below has written its first value (it says so once), rather than a fixed
+   * time that a loaded machine may need more than. Its log, not a command: no helper in the sandbox.
+   */
+  const counting = async (sandboxId: string, processId: string) => {
+    let out = "";
+    for (const deadline = Date.now() + 10_000; out === "" && Date.now() < deadline; ) {
+      out = (await h.api("GET", `/v1/sandboxes/${sandboxId}/processes/${processId}/logs`)).body.stdout;
+      if (out === "") await sleep(20);
+    }
+    assert.equal(out, "counting\n");
+  };
 
   test("pause stops a counter and resume continues it", async () => {
     const sb = await h.createSandbox();
     const start = await h.api("POST", `/v1/sandboxes/${sb.id}/processes`, {
       id: "counter",
-      command: "i=0; while true; do i=$((i+1)); echo $i > /workspace/count.new; mv /workspace/count.new /workspace/count; sleep 0.02; done",
+      command: "i=0; while true; do i=$((i+1)); echo $i > /workspace/count.new; mv /workspace/count.new /workspace/count; [ $i = 1 ] && echo counting; sleep 0.02; done",
     });
     assert.equal(start.status, 201);
-    await sleep(300);
+    await counting(sb.id, "counter");
     const paused = await h.api("POST", `/v1/sandboxes/${sb.id}/pause`);
     assert.equal(paused.status, 200);
     assert.equal(paused.body.status, "paused");
@@ -73,8 +85,8 @@ describe("pause, resume, usage and snapshots", () => {
 
   test("the counter does not advance while paused", async () => {
     const sb = await h.createSandbox();
-    await h.api("POST", `/v1/sandboxes/${sb.id}/processes`, { command: "i=0; while true; do i=$((i+1)); echo $i > /workspace/count.new; mv /workspace/count.new /workspace/count; sleep 0.02; done" });
-    await sleep(200);
+    const proc = await h.api("POST", `/v1/sandboxes/${sb.id}/processes`, { command: "i=0; while true; do i=$((i+1)); echo $i > /workspace/count.new; mv /workspace/count.new /workspace/count; [ $i = 1 ] && echo counting; sleep 0.02; done" });
+    await counting(sb.id, proc.body.id);
     await h.api("POST", `/v1/sandboxes/${sb.id}/pause`);
     const snapA = await h.api("POST", `/v1/sandboxes/${sb.id}/snapshot`, { template: "frozen-counter" });
     assert.equal(snapA.status, 201);

@@ -76,8 +76,12 @@ describe("processes", () => {
 
   test("kill reaches a setsid grandchild and a nohup child", async () => {
     await start({ id: "tree", command: "setsid sh -c 'sleep 300' & nohup sleep 301 > /dev/null 2>&1 & sleep 302" });
-    await new Promise((r) => setTimeout(r, 300));
-    const before = await h.exec(sb, { command: "ps -eo args= | grep -cE '^sleep 30[012]$'" });
+    // Wait until all three sleeps run (a fixed wait was too short on a loaded machine).
+    let before = { stdout: "" };
+    for (const deadline = Date.now() + 10_000; before.stdout !== "3\n" && Date.now() < deadline; ) {
+      before = await h.exec(sb, { command: "ps -eo args= | grep -cE '^sleep 30[012]$' || true" });
+      if (before.stdout !== "3\n") await new Promise((r) => setTimeout(r, 50));
+    }
     assert.equal(before.stdout, "3\n");
     const killed = await h.api("POST", `${base()}/tree/kill`, {});
     assert.equal(killed.status, 200);
@@ -265,7 +269,11 @@ describe("processes", () => {
     await h.api("POST", `/v1/sandboxes/${other}/processes`, { id: "doomed", command: "sleep 30" });
     const c = collector();
     const attached = attach(streamUrl(h.server.url, other, "doomed"), h.server.apiKey, c);
-    await new Promise((r) => setTimeout(r, 200));
+    // Delete only once the stream is being served (its "started" message), however long that takes.
+    for (const deadline = Date.now() + 10_000; c.messages.length === 0 && c.close === undefined && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(c.messages[0]?.type, "started");
     const t0 = Date.now();
     await h.api("DELETE", `/v1/sandboxes/${other}`);
     await attached;
@@ -301,13 +309,19 @@ describe("stream keep-alive", () => {
     const h = await startHarness({ pingIntervalMs: 100 });
     try {
       const sb = (await h.createSandbox()).id;
-      await h.api("POST", `/v1/sandboxes/${sb}/processes`, { id: "idle", command: "sleep 5" });
+      await h.api("POST", `/v1/sandboxes/${sb}/processes`, { id: "idle", command: "sleep 30" });
       const ws = new WebSocket(streamUrl(h.server.url, sb, "idle"), { headers: { authorization: `Bearer ${h.server.apiKey}` } });
       let pings = 0;
       ws.on("ping", () => pings++);
-      await new Promise((r) => setTimeout(r, 550));
+      await new Promise((resolve, reject) => (ws.once("open", resolve), ws.once("error", reject)));
+      // Wait for three pings rather than a fixed 550 ms (timers run late on a loaded machine);
+      // at one per 100 ms they cannot all come in much less than 200 ms.
+      const t0 = Date.now();
+      for (const deadline = t0 + 10_000; pings < 3 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
+      const ms = Date.now() - t0;
       ws.terminate();
-      assert.ok(pings >= 3 && pings <= 6, `${pings} pings in 550 ms`);
+      assert.ok(pings >= 3, `${pings} pings in ${ms} ms`);
+      assert.ok(ms >= 150, `${pings} pings in ${ms} ms`);
     } finally {
       await h.close();
     }
@@ -323,7 +337,11 @@ describe("processes across a server restart", () => {
       await first.api("POST", `/v1/sandboxes/${sb}/processes`, { id: "long", command: "for i in $(seq 1 30); do seq 1 2000 | sed \"s/^/$i-/\"; sleep 0.05; done" });
       const c = collector();
       const attached = attach(streamUrl(first.server.url, sb, "long"), first.server.apiKey, c);
-      await new Promise((r) => setTimeout(r, 400));
+      // Restart once some output has arrived (a fixed wait could end before the stream was attached).
+      for (const deadline = Date.now() + 10_000; c.offsets.stdout === 0 && c.close === undefined && Date.now() < deadline; ) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.ok(c.offsets.stdout > 0, "some output arrived before the restart");
       await first.close();
       await attached;
       assert.equal(c.close?.code, 1001);

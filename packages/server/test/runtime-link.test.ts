@@ -22,6 +22,16 @@ function runtimePidOf(dataDir: string): number {
   throw new Error(`no runtime for ${dataDir}`);
 }
 
+/** Whether `pid` still runs (a zombie has closed its files: not running). */
+function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(")") + 2));
+  } catch {
+    return false;
+  }
+}
+
 describe("server and runtime", () => {
   test("a runtime speaking another protocol version is refused with VERSION_MISMATCH", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "agentbox-vm-"));
@@ -50,6 +60,10 @@ describe("server and runtime", () => {
       const s = await h.createSandbox();
       const before = runtimePidOf(h.dataDir);
       process.kill(before, "SIGKILL");
+      // Wait until it is dead (its socket closed), however long that takes under load, then give the
+      // server a moment to see its connection close.
+      for (let i = 0; i < 1000 && isAlive(before); i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(isAlive(before), false);
       await new Promise((r) => setTimeout(r, 300));
       // The next request reconnects (starting a new runtime) and reconciles the store.
       const fresh = await h.createSandbox();

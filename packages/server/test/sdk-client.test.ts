@@ -517,7 +517,8 @@ describe("SDK process stream across a server restart", () => {
       await first.close(); // closes the stream with 1001; the process goes on in the runtime
       first = undefined;
       assert.equal(proc.exited, false);
-      await new Promise((r) => setTimeout(r, 700)); // down long enough for a try or two to fail
+      // Down long enough for a try to fail (the second `reconnecting`), however long that takes.
+      for (let i = 0; i < 1000 && reconnecting.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
       const downAt = proc.offsets.stdout;
       second = await startHarness({ dataDir, keepRuntime: false, port });
       assert.equal(second.server.url, client.url);

@@ -60,7 +60,12 @@ describe("SDK sessions and terminals", () => {
     conn.write("stty size\r");
     await waitFor(/[\r\n]20 90\r\n/);
     conn.resize(70, 15);
-    await new Promise((r) => setTimeout(r, 100));
+    // The terminal's size changes once the PTY is resized: wait for that, not a fixed time.
+    for (let i = 0; i < 1000; i++) {
+      const info = await term.refresh();
+      if (info.cols === 70 && info.rows === 15) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
     conn.write("stty size; exit 4\r");
     assert.deepEqual(await conn.exited, { exitCode: 4 });
     await conn.closed;

@@ -103,7 +103,12 @@ describe("terminals", () => {
     c.type("stty size\r");
     await c.waitFor(/[\r\n]24 80\r\n/);
     c.resize(132, 50);
-    await new Promise((r) => setTimeout(r, 100));
+    // The terminal's size changes once the PTY is resized: wait for that, not a fixed time.
+    for (let i = 0; i < 1000; i++) {
+      const got = (await h.api("GET", `/v1/sandboxes/${sb}/terminals/${t.id}`)).body;
+      if (got.cols === 132 && got.rows === 50) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
     c.type("stty size\r");
     await c.waitFor(/[\r\n]50 132\r\n/);
     const info = await h.api("GET", `/v1/sandboxes/${sb}/terminals/${t.id}`);
@@ -281,7 +286,7 @@ describe("terminals", () => {
     await c.opened;
     c.resize(0, 0);
     (c as any).ws.send("not json");
-    await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 1000 && c.controls.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
     assert.deepEqual(c.controls.map((m) => m.code), ["INVALID_REQUEST", "INVALID_REQUEST"]);
     c.type("echo still-$((3*3))\r");
     await c.waitFor(/still-9/);
