@@ -8,7 +8,7 @@ import { runCommand } from "./commands/run.js";
 import { sandboxCommand } from "./commands/sandbox.js";
 import { serveCommand } from "./commands/serve.js";
 import { sessionCommand } from "./commands/session.js";
-import { cpCommand, lsCommand } from "./commands/files.js";
+import { cpCommand, lsCommand, watchCommand } from "./commands/files.js";
 import { shellCommand, terminalCommand } from "./commands/terminal.js";
 import { templateCommand } from "./commands/template.js";
 import { volumeCommand } from "./commands/volume.js";
@@ -66,6 +66,7 @@ Examples:
   program.addCommand(sessionCommand());
   program.addCommand(cpCommand());
   program.addCommand(lsCommand());
+  program.addCommand(watchCommand());
   program.addCommand(templateCommand());
   program.addCommand(volumeCommand());
   program.addCommand(poolCommand());

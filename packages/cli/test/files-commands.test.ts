@@ -122,3 +122,54 @@ describe("agentbox ls", () => {
     assert.match(missing.stderr, /NOT_FOUND/);
   });
 });
+
+describe("agentbox watch", () => {
+  /** `agentbox watch …` running, resolved once it says it is watching. */
+  async function startWatch(args: string[]) {
+    const child = spawn(process.execPath, [CLI, "watch", ...args], { cwd: work, env: env(), stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    const exited = new Promise<number | null>((r) => child.on("close", (code) => r(code)));
+    await new Promise<void>((resolve, reject) => {
+      child.stderr.setEncoding("utf8").on("data", (d: string) => {
+        stderr += d;
+        if (stderr.includes("Ctrl-C stops\n")) resolve();
+      });
+      void exited.then(() => reject(new Error(`watch exited before it was watching: ${stderr}`)));
+    });
+    return { child, exited, out: () => stdout, err: () => stderr };
+  }
+
+  test("changes as lines; --count ends it with 0; Ctrl-C ends it with 0", async () => {
+    await cli(["exec", sb, "--", "mkdir -p /workspace/wch"]);
+    const w = await startWatch([sb, "wch", "-n", "2"]);
+    assert.equal(w.err(), "Watching wch; Ctrl-C stops\n");
+    await cli(["exec", sb, "--", "mkdir /workspace/wch/d && touch /workspace/wch/d/f"]);
+    assert.equal(await w.exited, 0);
+    assert.equal(w.out(), "create    /workspace/wch/d/\ncreate    /workspace/wch/d/f\n");
+
+    const json = await startWatch([`${sb}:wch`, "--no-recursive", "--json"]);
+    assert.equal(json.err(), "Watching wch (not its subdirectories); Ctrl-C stops\n");
+    await cli(["exec", sb, "--", "touch /workspace/wch/d/inner && rm -r /workspace/wch/d"]);
+    for (let i = 0; i < 1000 && !json.out().includes("/workspace/wch/d\""); i++) await new Promise((r) => setTimeout(r, 10));
+    json.child.kill("SIGINT");
+    assert.equal(await json.exited, 0);
+    assert.deepEqual(
+      json.out().trimEnd().split("\n").map((line) => JSON.parse(line)),
+      [{ type: "delete", path: "/workspace/wch/d" }],
+    );
+  });
+
+  test("a missing directory fails at once; the directory going away ends the watch with 1", async () => {
+    const missing = await cli(["watch", sb, "no/such"]);
+    assert.equal(missing.code, 1);
+    assert.equal(missing.stderr, "error: NOT_FOUND: /workspace/no/such: No such file or directory\n");
+    await cli(["exec", sb, "--", "mkdir -p /workspace/gone"]);
+    const w = await startWatch([sb, "gone"]);
+    await cli(["exec", sb, "--", "rm -r /workspace/gone"]);
+    assert.equal(await w.exited, 1);
+    assert.equal(w.out(), "delete    /workspace/gone\n");
+    assert.match(w.err(), /error: CONNECTION_FAILED: the watch ended: the directory or its sandbox went away\n$/);
+  });
+});

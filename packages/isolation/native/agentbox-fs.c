@@ -438,34 +438,6 @@ static int recursive_watch;
 static const uint32_t WATCH_MASK = IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB |
                                    IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
 
-static void add_watch(int ifd, const char *path, int depth_left) {
-  int wd = inotify_add_watch(ifd, path, WATCH_MASK);
-  if (wd < 0) return;
-  int slot = -1;
-  for (int i = 0; i < nwatches; i++) if (watch_ids[i] == wd) slot = i;
-  if (slot < 0) {
-    if (nwatches >= MAX_WATCHES) return;
-    slot = nwatches++;
-  } else {
-    free(watch_paths[slot]);
-  }
-  watch_ids[slot] = wd;
-  watch_paths[slot] = strdup(path);
-  if (depth_left <= 0) return;
-  DIR *d = opendir(path);
-  if (!d) return;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    if (e->d_type != DT_DIR && e->d_type != DT_UNKNOWN) continue;
-    char sub[PATH_MAX];
-    if (snprintf(sub, sizeof sub, "%s/%s", path, e->d_name) >= (int)sizeof sub) continue;
-    struct stat st;
-    if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode)) add_watch(ifd, sub, depth_left - 1);
-  }
-  closedir(d);
-}
-
 static const char *watched_path(int wd) {
   for (int i = 0; i < nwatches; i++) if (watch_ids[i] == wd) return watch_paths[i];
   return NULL;
@@ -484,6 +456,71 @@ static void emit_event(const char *type, const char *path) {
   outs("}\n");
 }
 
+/*
+ * Watch `path` and the directories under it, `depth_left` levels down. With `announce` (a
+ * directory that appeared while watching) each entry found is reported as created: whatever
+ * was made in it before its watch existed would otherwise be missed (a later event for the
+ * same entry may report it twice; missing it would be worse).
+ */
+static void add_watch(int ifd, const char *path, int depth_left, int announce) {
+  int wd = inotify_add_watch(ifd, path, WATCH_MASK);
+  if (wd < 0) return;
+  int slot = -1;
+  for (int i = 0; i < nwatches; i++) if (watch_ids[i] == wd) slot = i;
+  if (slot < 0) {
+    if (nwatches >= MAX_WATCHES) return;
+    slot = nwatches++;
+  } else {
+    free(watch_paths[slot]);
+  }
+  watch_ids[slot] = wd;
+  watch_paths[slot] = strdup(path);
+  if (depth_left <= 0) return;
+  DIR *d = opendir(path);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    if (!announce && e->d_type != DT_DIR && e->d_type != DT_UNKNOWN) continue;
+    char sub[PATH_MAX];
+    if (snprintf(sub, sizeof sub, "%s/%s", path, e->d_name) >= (int)sizeof sub) continue;
+    if (announce) emit_event("create", sub);
+    struct stat st;
+    if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode)) add_watch(ifd, sub, depth_left - 1, announce);
+  }
+  closedir(d);
+}
+
+static void drop_slot(int i) {
+  free(watch_paths[i]);
+  watch_ids[i] = watch_ids[--nwatches];
+  watch_paths[i] = watch_paths[nwatches];
+}
+
+/* The kernel dropped a watch (its directory is gone): free its slot for new directories. */
+static void forget_watch(int wd) {
+  for (int i = 0; i < nwatches; i++) {
+    if (watch_ids[i] == wd) {
+      drop_slot(i);
+      return;
+    }
+  }
+}
+
+/*
+ * After an overflow the kernel's word that a watch is gone may be lost: check each slot's path
+ * by watching it again (the same watch: kept; another directory now: that one; none: dropped).
+ */
+static void prune_watches(int ifd) {
+  for (int i = nwatches - 1; i > 0; i--) { /* slot 0 is the root: its end ends the watch */
+    int wd = inotify_add_watch(ifd, watch_paths[i], WATCH_MASK);
+    if (wd == watch_ids[i]) continue;
+    inotify_rm_watch(ifd, watch_ids[i]);
+    if (wd >= 0) watch_ids[i] = wd; /* another directory of that name now: watch it instead */
+    else drop_slot(i);
+  }
+}
+
 static int cmd_watch(const char *path, const char *recursive) {
   recursive_watch = atoi(recursive);
   struct stat st;
@@ -491,7 +528,8 @@ static int cmd_watch(const char *path, const char *recursive) {
   if (!S_ISDIR(st.st_mode)) fail(ENOTDIR, path);
   int ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
   if (ifd < 0) fail(errno, "inotify");
-  add_watch(ifd, path, recursive_watch ? 64 : 0);
+  add_watch(ifd, path, recursive_watch ? 64 : 0, 0);
+  int root = watch_ids[0];
   outs("{\"type\":\"ready\"}\n");
   flush_out();
   char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
@@ -514,6 +552,17 @@ static int cmd_watch(const char *path, const char *recursive) {
       p += sizeof *ev + ev->len;
       if (ev->mask & IN_Q_OVERFLOW) {
         outs("{\"type\":\"overflow\"}\n");
+        prune_watches(ifd);
+        continue;
+      }
+      if (ev->wd == root && (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF))) {
+        /* The watched directory itself was removed or moved away: the watch is over. */
+        emit_event(ev->mask & IN_DELETE_SELF ? "delete" : "rename", path);
+        flush_out();
+        return 0;
+      }
+      if (ev->mask & IN_IGNORED) {
+        forget_watch(ev->wd);
         continue;
       }
       const char *dir = watched_path(ev->wd);
@@ -522,7 +571,7 @@ static int cmd_watch(const char *path, const char *recursive) {
       if (snprintf(full, sizeof full, "%s/%s", dir, ev->name) >= (int)sizeof full) continue;
       if (ev->mask & (IN_CREATE)) {
         emit_event("create", full);
-        if ((ev->mask & IN_ISDIR) && recursive_watch) add_watch(ifd, full, 63);
+        if ((ev->mask & IN_ISDIR) && recursive_watch) add_watch(ifd, full, 63, 1);
       } else if (ev->mask & (IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB)) {
         emit_event("modify", full);
       } else if (ev->mask & IN_DELETE) {
@@ -531,7 +580,7 @@ static int cmd_watch(const char *path, const char *recursive) {
         emit_event("rename", full);
       } else if (ev->mask & IN_MOVED_TO) {
         emit_event("rename", full);
-        if ((ev->mask & IN_ISDIR) && recursive_watch) add_watch(ifd, full, 63);
+        if ((ev->mask & IN_ISDIR) && recursive_watch) add_watch(ifd, full, 63, 0);
       }
     }
     flush_out();

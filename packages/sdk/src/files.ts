@@ -61,8 +61,11 @@ export interface TransferOptions {
 export interface WatchHandle {
   /** Stop watching (frees the watcher in the sandbox). */
   close(): void;
-  /** Resolves when the watch has ended, for whatever reason. */
-  readonly closed: Promise<void>;
+  /**
+   * Resolves when the watch has ended, for whatever reason, with the WebSocket's close code:
+   * 1000 when it was closed or its directory or sandbox went away, 1001 when the server stopped.
+   */
+  readonly closed: Promise<{ code: number; reason: string }>;
 }
 
 export class Files {
@@ -213,7 +216,7 @@ export class Files {
   watch(dir: string, onEvent: (event: WatchEvent) => void, options: { recursive?: boolean } = {}): Promise<WatchHandle> {
     const url = this.http.websocketUrl(`${this.base}/fs/watch`, { path: dir, recursive: options.recursive ?? true });
     const socket = new WebSocket(url, { headers: this.http.baseHeaders() });
-    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    const closed = new Promise<{ code: number; reason: string }>((resolve) => socket.once("close", (code, reason) => resolve({ code, reason: reason.toString() })));
     return new Promise((resolve, reject) => {
       let ready = false;
       let failure: AgentboxApiError | undefined;

@@ -508,4 +508,39 @@ describe("files: watch", () => {
     assert.equal(await missing.closed, 4404);
     assert.equal(missing.events[0]?.code, "NOT_FOUND");
   });
+
+  test("what is made inside a new directory before its watch exists is still reported", async () => {
+    await h.exec(sb, { command: "mkdir -p /workspace/fast" });
+    const w = watch("fast");
+    await w.opened;
+    // One command, no pauses: each directory fills before the watcher can add its watch.
+    await h.exec(sb, { command: "cd /workspace/fast && for i in 1 2 3 4 5; do mkdir -p t$i/a/b && echo $i > t$i/a/b/f && echo $i > t$i/g; done" });
+    const expected = [1, 2, 3, 4, 5].flatMap((i) => [`t${i}`, `t${i}/a`, `t${i}/a/b`, `t${i}/a/b/f`, `t${i}/g`].map((p) => `/workspace/fast/${p}`));
+    for (const path of expected) await until(w.events, (e) => e.type === "create" && e.path === path);
+    w.ws.close();
+    await w.closed;
+  });
+
+  test("removing the watched directory ends the watch with its delete; directory churn never exhausts the watcher", async () => {
+    await h.exec(sb, { command: "mkdir -p /workspace/churn" });
+    const w = watch("churn");
+    await w.opened;
+    // 10,000 directories in batches of 1,000, each batch watched a moment and then removed: more
+    // than the 8,192 a watch can hold at once, but never more than 1,000 of them at a time.
+    const script = [
+      "import os, time",
+      "for batch in range(10):",
+      "    names = ['/workspace/churn/d%d-%d' % (batch, i) for i in range(1000)]",
+      "    for n in names: os.mkdir(n)",
+      "    time.sleep(0.3)",
+      "    for n in names: os.rmdir(n)",
+    ].join("\n");
+    const churn = await h.exec(sb, { command: `python3 -c "${script}"`, timeoutMs: 60_000 });
+    assert.equal(churn.exitCode, 0, churn.stderr);
+    await h.exec(sb, { command: "mkdir /workspace/churn/last && echo x > /workspace/churn/last/f" });
+    await until(w.events, (e) => e.type === "create" && e.path === "/workspace/churn/last/f", 30_000);
+    await h.exec(sb, { command: "rm -rf /workspace/churn" });
+    assert.equal(await Promise.race([w.closed, new Promise((r) => setTimeout(() => r("still open after 10 s"), 10_000))]), 1000);
+    assert.deepEqual(w.events.at(-1), { type: "delete", path: "/workspace/churn" });
+  });
 });

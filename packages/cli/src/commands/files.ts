@@ -1,6 +1,6 @@
 /**
- * `agentbox cp` and `agentbox ls`: files and directories between this machine
- * and a sandbox (`<sandbox>:<path>` names the sandbox side, as in `docker cp`).
+ * `agentbox cp`, `agentbox ls` and `agentbox watch`: files and directories between this
+ * machine and a sandbox (`<sandbox>:<path>` names the sandbox side, as in `docker cp`).
  */
 import { lstat, readdir, stat } from "node:fs/promises";
 import path from "node:path";
@@ -8,7 +8,7 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { Command } from "commander";
 import { SANDBOX_ID_PATTERN } from "@agentbox/protocol";
-import { isAgentboxError, type FileEntry, type Sandbox } from "@agentbox/sdk";
+import { CONNECTION_FAILED, isAgentboxError, type FileEntry, type Sandbox, type WatchEvent, type WatchHandle } from "@agentbox/sdk";
 import { action, parsePositiveInt } from "../context.js";
 import { CliError, printJson, printTable } from "../output.js";
 import { ProgressBar, formatBytes } from "../progress.js";
@@ -200,6 +200,70 @@ Examples:
           ["MODE", "SIZE", "MODIFIED", "NAME"],
           entries.map((e) => [modeString(e), e.type === "dir" ? "-" : formatBytes(e.size), e.mtime.slice(0, 19).replace("T", " "), shown(e)]),
         );
+      }),
+    );
+}
+
+/** One event as a line: `create  /workspace/a.txt`, or the event's JSON with --json. */
+function watchLine(e: WatchEvent, json: boolean): string {
+  if (json) return JSON.stringify(e);
+  if (e.type === "overflow") return "overflow  events were lost: list the directory again";
+  return `${e.type.padEnd(8)}  ${e.path}${e.entry?.type === "dir" ? "/" : ""}`;
+}
+
+export function watchCommand(): Command {
+  return new Command("watch")
+    .description("Print changes under a directory in a sandbox as they happen, until Ctrl-C")
+    .argument("<sandbox>", "sandbox id (or SANDBOX:PATH)")
+    .argument("[path]", "directory (default /workspace; relative paths are relative to it)")
+    .option("--no-recursive", "only the directory's own entries, not its subdirectories")
+    .option("-n, --count <n>", "exit after this many events", parsePositiveInt("--count"))
+    .addHelpText(
+      "after",
+      `
+Each change is a line: create, modify, rename (once for the old path, once for the new) or
+delete, then the path; directories end in "/". With --json each line is the event's JSON:
+{"type","path","entry"?} as in the API. "Watching …" goes to stderr once the watcher runs, so
+any change made after it appears is reported. Exits 0 on Ctrl-C or after --count events, 1 if
+the watch ends otherwise (the directory or sandbox went away, the server stopped).
+
+Examples:
+  $ agentbox watch $SB src
+  $ agentbox watch $SB:/tmp --no-recursive
+  $ agentbox watch $SB --json | jq -r 'select(.type == "create") | .path'
+  $ agentbox watch $SB out -n 1      # wait for the first change under out/`,
+    )
+    .action(
+      action(async (ctx, sandboxArg: string, dir: string | undefined, opts: { recursive: boolean; count?: number }) => {
+        const remote = parseRemote(sandboxArg);
+        const sb = await ctx.client().sandboxes.get(remote?.sandbox ?? sandboxArg);
+        const target = dir ?? remote?.path ?? ".";
+        let seen = 0;
+        let stopped = false;
+        let handle: WatchHandle | undefined;
+        const stop = () => {
+          stopped = true;
+          handle?.close();
+        };
+        handle = await sb.files.watch(
+          target,
+          (e) => {
+            if (stopped) return;
+            process.stdout.write(`${watchLine(e, ctx.json)}\n`);
+            if (opts.count !== undefined && ++seen >= opts.count) stop();
+          },
+          { recursive: opts.recursive },
+        );
+        process.stderr.write(`Watching ${target}${opts.recursive ? "" : " (not its subdirectories)"}; Ctrl-C stops\n`);
+        process.once("SIGINT", stop);
+        process.once("SIGTERM", stop);
+        const end = await handle.closed;
+        process.off("SIGINT", stop);
+        process.off("SIGTERM", stop);
+        if (!stopped) {
+          const why = end.code === 1001 ? "the server is stopping" : "the directory or its sandbox went away";
+          throw new CliError(CONNECTION_FAILED, `the watch ended: ${why}`);
+        }
       }),
     );
 }
