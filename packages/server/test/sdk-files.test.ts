@@ -109,7 +109,13 @@ describe("SDK files", () => {
     for (let i = 0; i < 1000 && !events.some((e) => e.type === "create"); i++) await new Promise((r) => setTimeout(r, 10));
     assert.ok(events.some((e) => e.type === "create" && "path" in e && e.path === "/workspace/wd/new.txt"), JSON.stringify(events));
     handle.close();
-    await handle.closed;
+    assert.equal((await handle.closed).code, 1000);
     await assert.rejects(sb.files.watch("no/such", () => undefined), (e) => isAgentboxError(e, "NOT_FOUND"));
+    // The directory going away ends the watch by itself.
+    const gone: WatchEvent[] = [];
+    const ending = await sb.files.watch("wd", (e) => gone.push(e));
+    await sb.exec("rm -r /workspace/wd");
+    assert.deepEqual(await ending.closed, { code: 1000, reason: "watch ended" });
+    assert.deepEqual(gone.at(-1), { type: "delete", path: "/workspace/wd" });
   });
 });
