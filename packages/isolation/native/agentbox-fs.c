@@ -529,6 +529,7 @@ static int cmd_watch(const char *path, const char *recursive) {
   int ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
   if (ifd < 0) fail(errno, "inotify");
   add_watch(ifd, path, recursive_watch ? 64 : 0, 0);
+  if (nwatches == 0) fail(errno, path); /* not even the directory itself (e.g. the kernel's watch limit) */
   int root = watch_ids[0];
   outs("{\"type\":\"ready\"}\n");
   flush_out();
