@@ -41,6 +41,7 @@ Examples:
   $ agentbox kill $SB web --signal TERM
   $ agentbox cp ./project $SB:/workspace/project     # files and directories, both ways
   $ agentbox ls $SB /workspace -l
+  $ agentbox watch $SB src                           # changes as they happen, until Ctrl-C
   $ agentbox shell $SB                               # an interactive terminal; Ctrl-] detaches
   $ S=$(agentbox session create $SB)                 # a persistent shell
   $ agentbox session exec $SB $S -- 'cd /tmp && export X=1'

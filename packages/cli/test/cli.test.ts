@@ -194,6 +194,7 @@ describe("agentbox CLI", () => {
       [["sandbox", "rm", "--help"], "$ agentbox sandbox rm"],
       [["sandbox", "timeout", "--help"], "$ agentbox sandbox timeout"],
       [["exec", "--help"], "$ agentbox exec sb-1234"],
+      [["watch", "--help"], "$ agentbox watch $SB out -n 1"],
     ];
     const results = await Promise.all(cases.map(([args]) => cli(args)));
     cases.forEach(([args, example], i) => {
