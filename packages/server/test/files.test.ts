@@ -521,6 +521,32 @@ describe("files: watch", () => {
     await w.closed;
   });
 
+  test("a client that stops reading is sent an overflow when it reads again, not everything buffered in the server", async () => {
+    await h.exec(sb, { command: "mkdir -p /workspace/flood && touch /workspace/flood/a /workspace/flood/b" });
+    const w = watch("flood");
+    await w.opened;
+    (w.ws as any)._socket.pause();
+    // 200,000 metadata changes, alternating between two files so the kernel cannot merge them,
+    // paced so the watcher itself keeps up: only the stalled client makes the queue overflow.
+    const script = [
+      "import os, time",
+      "for batch in range(1000):",
+      "    for i in range(100):",
+      "        os.utime('/workspace/flood/a'); os.utime('/workspace/flood/b')",
+      "    time.sleep(0.002)",
+    ].join("\n");
+    const flood = await h.exec(sb, { command: `python3 -c "${script}"`, timeoutMs: 120_000 });
+    assert.equal(flood.exitCode, 0, flood.stderr);
+    (w.ws as any)._socket.resume();
+    await until(w.events, (e) => e.type === "overflow", 30_000);
+    await h.exec(sb, { command: "touch /workspace/flood/after" });
+    await until(w.events, (e) => e.type === "create" && e.path === "/workspace/flood/after", 30_000);
+    const changes = w.events.filter((e) => e.type === "modify").length;
+    assert.ok(changes < 150_000, `${changes} of 200,000 changes were kept for the stalled client`);
+    w.ws.close();
+    await w.closed;
+  });
+
   test("removing the watched directory ends the watch with its delete; directory churn never exhausts the watcher", async () => {
     await h.exec(sb, { command: "mkdir -p /workspace/churn" });
     const w = watch("churn");

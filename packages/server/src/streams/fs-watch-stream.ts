@@ -1,13 +1,18 @@
 /**
  * The watch WebSocket: filesystem events under a path, as JSON text frames,
  * from a watcher running in the sandbox. Closing the socket stops the watcher.
+ * Events are pulled only while the client keeps up: a client that stops
+ * reading leaves them in the watcher's pipe and then the kernel's queue, which
+ * overflows (the client is told) instead of the server's memory growing.
  */
 import type { WebSocket } from "ws";
 import { AgentboxError, WS_CLOSE, closeCodeFor, type WatchEvent, type WatchMessage } from "@agentbox/protocol";
 import type { RuntimeLink } from "../runtime-link.js";
 import type { SandboxService } from "../sandbox-service.js";
+import { drained } from "./backpressure.js";
 
 const POLL_MS = 20_000;
+const HIGH_WATER = 1024 * 1024;
 
 function send(ws: WebSocket, message: WatchMessage): void {
   if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
@@ -35,6 +40,7 @@ export async function serveWatchStream(ws: WebSocket, sandboxes: SandboxService,
         ws.close(WS_CLOSE.NORMAL, "watch ended");
         return;
       }
+      await drained(ws, HIGH_WATER);
     }
   } catch (err) {
     const e = err instanceof AgentboxError ? err : new AgentboxError("INTERNAL", String(err));

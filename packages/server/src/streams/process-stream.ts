@@ -16,6 +16,7 @@ import {
   type StreamServerMessage,
 } from "@agentbox/protocol";
 import type { ProcessService } from "../process-service.js";
+import { drained } from "./backpressure.js";
 
 const READ_BYTES = 4 * 1024 * 1024;
 const HIGH_WATER = 2 * 1024 * 1024;
@@ -32,10 +33,6 @@ export interface StreamTarget {
 
 function send(ws: WebSocket, message: StreamServerMessage): void {
   if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(message));
-}
-
-async function drained(ws: WebSocket): Promise<void> {
-  while (ws.readyState === ws.OPEN && ws.bufferedAmount > HIGH_WATER) await new Promise((r) => setTimeout(r, 1));
 }
 
 export async function serveProcessStream(ws: WebSocket, processes: ProcessService, target: StreamTarget): Promise<void> {
@@ -84,7 +81,7 @@ export async function serveProcessStream(ws: WebSocket, processes: ProcessServic
       ws.close(WS_CLOSE.NORMAL, "exited");
       return;
     }
-    await drained(ws);
+    await drained(ws, HIGH_WATER);
   }
   // The socket closed with a read in flight: let it finish quietly.
   next.catch(() => undefined);

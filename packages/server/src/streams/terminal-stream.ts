@@ -9,6 +9,7 @@
 import type { WebSocket } from "ws";
 import { AgentboxError, TerminalClientMessage, WS_CLOSE, closeCodeFor, parseClientMessage, type TerminalServerMessage } from "@agentbox/protocol";
 import type { TerminalService } from "../terminal-service.js";
+import { drained } from "./backpressure.js";
 
 const READ_BYTES = 1024 * 1024;
 const HIGH_WATER = 1024 * 1024;
@@ -65,6 +66,6 @@ export async function serveTerminalStream(ws: WebSocket, terminals: TerminalServ
       ws.close(WS_CLOSE.NORMAL, "exited");
       return;
     }
-    while (ws.readyState === ws.OPEN && ws.bufferedAmount > HIGH_WATER) await new Promise((res) => setTimeout(res, 1));
+    await drained(ws, HIGH_WATER);
   }
 }
