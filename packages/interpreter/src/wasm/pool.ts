@@ -144,8 +144,7 @@ function killIfOverrunning(child: InterpreterChild, delivered: Promise<void>, on
   let timer: NodeJS.Timeout;
   const check = (): void => {
     const used = cpuAtDelivery === undefined ? 0 : child.cpuMs() - cpuAtDelivery;
-    // CPU time is reported in 10 ms steps: "at least 20" is the grace within that step.
-    if (!(used < INTERRUPT_GRACE_MS - 5) || performance.now() - t0 >= INTERRUPT_WALL_CAP_MS) {
+    if (!(used < INTERRUPT_GRACE_MS) || performance.now() - t0 >= INTERRUPT_WALL_CAP_MS) {
       child.kill();
       onKilled();
     } else timer = setTimeout(check, 5);
