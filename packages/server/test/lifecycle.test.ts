@@ -112,6 +112,8 @@ describe("sandbox lifecycle", () => {
     }
     assert.equal(gone.body.status, "deleted");
     assert.equal(gone.body.statusMessage, "expired: its timeout passed");
+    // The status turns "deleted" first (nothing new may start), then the runtime removes its files.
+    for (let i = 0; i < 150 && layerFilesNamed(h.dataDir, `marker-${short.id}`) > 0; i++) await new Promise((r) => setTimeout(r, 100));
     assert.equal(layerFilesNamed(h.dataDir, `marker-${short.id}`), 0);
     // The extended one's original 1 s deadline is well past too (as after the fixed wait before).
     const left = extendedAt + 1800 - Date.now();
