@@ -458,6 +458,11 @@ describe("files: watch", () => {
       closed: new Promise((r) => ws.once("close", (code) => r(code))),
     };
   }
+  /** Run a Python script (one string per line) in the sandbox; it must exit 0. */
+  async function python(lines: string[]): Promise<void> {
+    const r = await h.exec(sb, { command: `python3 -c "${lines.join("\n")}"`, timeoutMs: 120_000 });
+    assert.equal(r.exitCode, 0, r.stderr);
+  }
   async function until(events: any[], pred: (e: any) => boolean, ms = 10_000): Promise<number> {
     const start = Date.now();
     while (!events.some(pred)) {
@@ -528,15 +533,13 @@ describe("files: watch", () => {
     (w.ws as any)._socket.pause();
     // 200,000 metadata changes, alternating between two files so the kernel cannot merge them,
     // paced so the watcher itself keeps up: only the stalled client makes the queue overflow.
-    const script = [
+    await python([
       "import os, time",
       "for batch in range(1000):",
       "    for i in range(100):",
       "        os.utime('/workspace/flood/a'); os.utime('/workspace/flood/b')",
       "    time.sleep(0.002)",
-    ].join("\n");
-    const flood = await h.exec(sb, { command: `python3 -c "${script}"`, timeoutMs: 120_000 });
-    assert.equal(flood.exitCode, 0, flood.stderr);
+    ]);
     (w.ws as any)._socket.resume();
     await until(w.events, (e) => e.type === "overflow", 30_000);
     await h.exec(sb, { command: "touch /workspace/flood/after" });
@@ -553,16 +556,14 @@ describe("files: watch", () => {
     await w.opened;
     // 10,000 directories in batches of 1,000, each batch watched a moment and then removed: more
     // than the 8,192 a watch can hold at once, but never more than 1,000 of them at a time.
-    const script = [
+    await python([
       "import os, time",
       "for batch in range(10):",
       "    names = ['/workspace/churn/d%d-%d' % (batch, i) for i in range(1000)]",
       "    for n in names: os.mkdir(n)",
       "    time.sleep(0.3)",
       "    for n in names: os.rmdir(n)",
-    ].join("\n");
-    const churn = await h.exec(sb, { command: `python3 -c "${script}"`, timeoutMs: 60_000 });
-    assert.equal(churn.exitCode, 0, churn.stderr);
+    ]);
     await h.exec(sb, { command: "mkdir /workspace/churn/last && echo x > /workspace/churn/last/f" });
     await until(w.events, (e) => e.type === "create" && e.path === "/workspace/churn/last/f", 30_000);
     await h.exec(sb, { command: "rm -rf /workspace/churn" });
